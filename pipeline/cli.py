@@ -1,0 +1,289 @@
+"""Command line: ``python -m pipeline run|demo|search|feeds``. Wiring and printing only."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from elasticsearch import Elasticsearch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pipeline import cycle, index, log
+from pipeline.embedded import embedded_elasticsearch
+from pipeline.errors import ConfigError, IndexingError, PipelineError
+from pipeline.feeds import enabled_feeds, load_feeds
+from pipeline.records import FeedConfig
+from pipeline.settings import Settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+out = Console(soft_wrap=True)
+err = Console(stderr=True)
+
+SEED_QUERY = "سليماني موسكو روسيا إيران الأسد"
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+EsUrlOpt = Annotated[str | None, typer.Option("--es-url", help="Elasticsearch URL [env ES_URL]; default: embedded.")]
+IndexOpt = Annotated[str | None, typer.Option("--es-index", help="Alias to search and write [env ES_INDEX].")]
+DataOpt = Annotated[Path | None, typer.Option("--data-dir", help="Local state directory [env DATA_DIR].")]
+
+
+def _settings(**overrides: Any) -> Settings:
+    return Settings.from_env(os.environ, **overrides)
+
+
+@contextmanager
+def open_index(settings: Settings) -> Iterator[Elasticsearch]:
+    """The configured cluster, or the embedded server (started and stopped around the block)."""
+    if settings.es_url:
+        yield index.connect(settings, settings.es_url)
+        return
+    with embedded_elasticsearch(settings.data_dir) as url:
+        yield index.connect(settings, url)
+
+
+def _fail(message: str) -> None:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(1)
+
+
+def _progress(enabled: bool) -> tuple[Progress | None, cycle.Progress | None]:
+    if not enabled or not sys.stderr.isatty():
+        return None, None
+    bar = Progress(TextColumn("{task.description:>9}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=err, transient=True)
+    tasks: dict[str, Any] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(stage, total=total)
+        bar.update(tasks[stage], completed=done, total=total)
+
+    return bar, update
+
+
+def _run(settings: Settings, feeds: list[FeedConfig], *, as_json: bool) -> cycle.RunSummary:
+    bar, update = _progress(not as_json)
+    with open_index(settings) as es:
+        if bar:
+            with bar:
+                return cycle.run_cycle(settings, es, feeds, progress=update)
+        return cycle.run_cycle(settings, es, feeds)
+
+
+def print_summary(summary: cycle.RunSummary, *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(summary.to_dict(), ensure_ascii=False, indent=2))
+        return
+    t = Table(title="Run summary", show_header=False, title_justify="left")
+    t.add_column(style="bold")
+    t.add_column(justify="right")
+    not_yet = "[dim]not built yet[/dim]"
+    rows: list[tuple[str, Any]] = [
+        ("feeds ok / unchanged / failed / deferred",
+         f"{summary.feeds_ok} / {summary.feeds_not_modified} / {summary.feeds_failed} / {summary.feeds_deferred}"),
+        ("items seen in feeds", summary.items_seen),
+        ("already known", summary.items_known + summary.items_same_url),
+        ("new articles", summary.items_new),
+        ("pages downloaded / failed", f"{summary.pages_downloaded} / {summary.pages_failed}"),
+        ("body from the feed (page gave none)", summary.feed_fallbacks),
+        ("no usable body", summary.extract_failed),
+        ("skipped by language", ", ".join(f"{k}: {v}" for k, v in sorted(summary.skipped_language.items())) or 0),
+        ("exact duplicates dropped", summary.exact_duplicates),
+        ("near-duplicates clustered", not_yet if summary.near_duplicates_clustered is None else summary.near_duplicates_clustered),
+        ("tagged per profile", not_yet if summary.tagged is None else summary.tagged),
+        ("indexed", summary.indexed),
+        ("index failures", summary.index_failed),
+        ("alerts sent", not_yet if summary.alerts_sent is None else summary.alerts_sent),
+        ("time", f"{summary.seconds:.1f}s"),
+    ]
+    for name, value in rows:
+        t.add_row(name, str(value))
+    out.print(t)
+    if summary.failed_feeds:
+        ft = Table(title="Failed feeds", title_justify="left")
+        for col in ("feed", "reason", "failures in a row"):
+            ft.add_column(col)
+        for f in summary.failed_feeds:
+            ft.add_row(f["feed"], f["reason"], str(f["consecutive_failures"]))
+        out.print(ft)
+    for moved in summary.moved_feeds:
+        out.print(f"[yellow]moved:[/yellow] feed {moved['feed']} now lives at {moved['moved_to']} — update the feed list")
+    if summary.reached_no_feed:
+        out.print("[yellow]No feed could be reached.[/yellow] No network here? `python -m pipeline demo` runs the "
+                  "same cycle over a bundled sample site.")
+
+
+@app.command()
+def run(
+    feeds_file: Annotated[Path | None, typer.Option("--feeds", help="Feed list [env FEEDS_FILE].")] = None,
+    es_url: EsUrlOpt = None,
+    es_index: IndexOpt = None,
+    data_dir: DataOpt = None,
+    allow_private_hosts: Annotated[bool | None, typer.Option("--allow-private-hosts/--no-private-hosts")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run one full cycle over the feed list and exit."""
+    log.configure(json=as_json or None)
+    try:
+        settings = _settings(feeds_file=feeds_file, es_url=es_url, es_index=es_index, data_dir=data_dir,
+                             allow_private_hosts=allow_private_hosts)
+        feeds = enabled_feeds(load_feeds(settings.feeds_file))
+        if not feeds:
+            _fail(f"{settings.feeds_file}: no enabled feed")
+        summary = _run(settings, feeds, as_json=as_json)
+    except (ConfigError, IndexingError) as e:
+        _fail(str(e))
+    print_summary(summary, as_json=as_json)
+
+
+@app.command()
+def demo(
+    data_dir: DataOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a full cycle over a bundled sample of Arabic feeds served on loopback, then search it.
+
+    Uses its own embedded index under DATA_DIR/demo (made afresh each time), never ES_URL."""
+    from pipeline.demo.server import SiteServer
+    from pipeline.demo.site import build_site, demo_feeds
+
+    log.configure(json=as_json or None)
+    try:
+        base = _settings(data_dir=data_dir)
+        demo_dir = base.data_dir / "demo"
+        shutil.rmtree(demo_dir, ignore_errors=True)
+        settings = base.with_(es_url=None, data_dir=demo_dir, allow_private_hosts=True, es_index="news-articles")
+        with SiteServer() as site:
+            site.resources = build_site(site.base_url)
+            feeds = [FeedConfig(**f) for f in demo_feeds(site.base_url)]
+            bar, update = _progress(not as_json)
+            with open_index(settings) as es:
+                if bar:
+                    with bar:
+                        summary = cycle.run_cycle(settings, es, feeds, progress=update)
+                else:
+                    summary = cycle.run_cycle(settings, es, feeds)
+                hits = index.search_articles(es, settings.es_index, SEED_QUERY, size=5)
+    except PipelineError as e:
+        _fail(str(e))
+    if as_json:
+        print(json.dumps({"summary": summary.to_dict(), "search": {"query": SEED_QUERY, **_hits_json(hits)}},
+                         ensure_ascii=False, indent=2))
+        return
+    print_summary(summary, as_json=False)
+    out.print(f"\n[bold]Search for the seed topic:[/bold] {SEED_QUERY}")
+    _print_hits(hits)
+    out.print(f"\nThe demo index stays in {demo_dir}. Search it again with:\n"
+              f"  DATA_DIR={demo_dir} python -m pipeline search 'حزب الله'")
+
+
+def _hits_json(resp: dict[str, Any]) -> dict[str, Any]:
+    hits = resp["hits"]["hits"]
+    return {
+        "total": resp["hits"]["total"]["value"],
+        "hits": [{"id": h["_id"], "score": h.get("_score"), **h["_source"], "highlight": h.get("highlight", {})}
+                 for h in hits],
+    }
+
+
+def _print_hits(resp: dict[str, Any]) -> None:
+    data = _hits_json(resp)
+    out.print(f"{data['total']} matching articles")
+    for n, hit in enumerate(data["hits"], start=1):
+        title = (hit["highlight"].get("title") or [hit.get("title", "")])[0]
+        out.print(f"\n[bold]{n}. {title}[/bold]", highlight=False)
+        out.print(f"   {hit.get('outlet', '')} · {hit.get('published_at', '')} · id {hit['id']}", highlight=False)
+        for fragment in hit["highlight"].get("body", [])[:2]:
+            out.print(f"   … {fragment} …", highlight=False)
+        out.print(f"   {hit.get('url', '')}", highlight=False)
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="Arabic full-text query.")],
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=500)] = 10,
+    sort: Annotated[str, typer.Option("--sort", help="best or newest")] = "best",
+    outlet: Annotated[str | None, typer.Option("--outlet", help="Only this outlet.")] = None,
+    es_url: EsUrlOpt = None,
+    es_index: IndexOpt = None,
+    data_dir: DataOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search the indexed articles (Arabic analyzer: hamza forms, clitics and stems match)."""
+    if sort not in ("best", "newest"):
+        raise typer.BadParameter("--sort must be best or newest")
+    log.configure(json=as_json or None)
+    try:
+        settings = _settings(es_url=es_url, es_index=es_index, data_dir=data_dir)
+        with open_index(settings) as es:
+            if not es.indices.exists_alias(name=settings.es_index):
+                _fail(f"no index {settings.es_index!r} yet: run `python -m pipeline run` (or `demo`) first")
+            resp = index.search_articles(es, settings.es_index, query, size=limit, sort=sort, outlet=outlet)
+    except (ConfigError, IndexingError) as e:
+        _fail(str(e))
+    if as_json:
+        print(json.dumps(_hits_json(resp), ensure_ascii=False, indent=2))
+    else:
+        _print_hits(resp)
+
+
+@app.command()
+def feeds(
+    es_url: EsUrlOpt = None,
+    es_index: IndexOpt = None,
+    data_dir: DataOpt = None,
+    feeds_file: Annotated[Path | None, typer.Option("--feeds")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Per-feed health: last success, failures in a row, last error, moved feeds."""
+    log.configure(json=as_json or None)
+    try:
+        settings = _settings(es_url=es_url, es_index=es_index, data_dir=data_dir, feeds_file=feeds_file)
+        configured = load_feeds(settings.feeds_file)
+        with open_index(settings) as es:
+            index.ensure_indices(es, settings.es_index)
+            states = index.load_feed_states(es, settings.es_index, [f.id for f in configured])
+    except (ConfigError, IndexingError) as e:
+        _fail(str(e))
+    rows = []
+    for f in configured:
+        s = states.get(f.id)
+        rows.append({
+            "feed": f.id, "outlet": f.outlet, "enabled": f.enabled, "url": f.url,
+            "last_success": s.last_success if s else None, "last_attempt": s.last_attempt if s else None,
+            "consecutive_failures": s.consecutive_failures if s else 0, "last_error": s.last_error if s else None,
+            "moved_to": s.moved_to if s else None, "status": _health(s),
+        })
+    if as_json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    t = Table(title="Feed health", title_justify="left")
+    for col in ("feed", "outlet", "status", "last success", "failures", "last error"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["feed"], r["outlet"], r["status"], r["last_success"] or "never", str(r["consecutive_failures"]),
+                  (r["last_error"] or "")[:80] + (f" (moved to {r['moved_to']})" if r["moved_to"] else ""))
+    out.print(t)
+
+
+def _health(state: Any) -> str:
+    if state is None or not state.last_attempt:
+        return "never polled"
+    if state.consecutive_failures >= 3:
+        return "dead?"
+    if state.consecutive_failures:
+        return "failing"
+    return "moved" if state.moved_to else "ok"
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,55 @@
+"""Exact deduplication, as the design states it.
+
+- One canonical URL is one article: items whose links differ only by tracking parameters, fragment or
+  host case collapse into one (the first in feed-list order).
+- One outlet's identical normalised body under another URL is not indexed again (AMP copies, section
+  re-listings). The same text from *different* outlets is kept: analysts compare who ran what, and the
+  near-duplicate clustering groups them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from pipeline.records import Article, FeedItem
+
+
+def unique_items(items: Iterable[FeedItem]) -> tuple[list[FeedItem], int]:
+    """Items with distinct canonical URLs (first kept), and how many were merged away."""
+    seen: set[str] = set()
+    out: list[FeedItem] = []
+    merged = 0
+    for item in items:
+        if item.canonical_url in seen:
+            merged += 1
+            continue
+        seen.add(item.canonical_url)
+        out.append(item)
+    return out, merged
+
+
+@dataclass(frozen=True, slots=True)
+class DedupResult:
+    keep: list[Article]
+    duplicates: list[tuple[Article, str]]  # (dropped article, _id of the article it duplicates)
+
+
+def drop_exact_duplicates(articles: Sequence[Article], indexed: Mapping[tuple[str, str], str]) -> DedupResult:
+    """Drop articles whose (outlet, content_hash) is already indexed under another id (``indexed`` maps
+    that pair to the indexed id), or repeats an earlier article of this batch. Within a batch the
+    earliest published copy is kept (then the smallest URL), so the result does not depend on the order
+    in which pages arrived."""
+    ordered = sorted(articles, key=lambda a: (a.published_at, a.canonical_url))
+    owner = dict(indexed)
+    keep: list[Article] = []
+    duplicates: list[tuple[Article, str]] = []
+    for article in ordered:
+        key = (article.outlet, article.content_hash)
+        first = owner.get(key)
+        if first is not None and first != article.id:
+            duplicates.append((article, first))
+            continue
+        owner[key] = article.id
+        keep.append(article)
+    return DedupResult(keep=keep, duplicates=duplicates)

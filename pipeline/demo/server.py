@@ -1,0 +1,116 @@
+"""A loopback HTTP server for the bundled sample site (``demo``), the tests and the benchmark.
+
+It behaves like a well-run news site: ETag and Last-Modified with 304s on conditional requests, gzip
+when asked. Tests add hostile routes (``handlers``) beside the static ones.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import threading
+from collections import Counter
+from collections.abc import Callable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Protocol
+
+LAST_MODIFIED = "Wed, 01 Oct 2025 08:00:00 GMT"
+
+
+class ResourceLike(Protocol):
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+Handler = Callable[[BaseHTTPRequestHandler], None]
+
+
+class SiteServer:
+    """Serve ``resources`` (path with query → resource) and ``handlers`` (path → function) on 127.0.0.1."""
+
+    def __init__(self, resources: Mapping[str, ResourceLike] | None = None, *, port: int = 0) -> None:
+        self.resources: dict[str, ResourceLike] = dict(resources or {})
+        self.handlers: dict[str, Handler] = {}
+        self.requests: Counter[str] = Counter()
+        self.conditional_hits: Counter[str] = Counter()  # 304s served
+        self._lock = threading.Lock()
+        site = self
+
+        class _Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
+                return
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                site._serve(self)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="site", daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self) -> SiteServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> SiteServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def count(self, path: str) -> int:
+        with self._lock:
+            return self.requests[path]
+
+    def _serve(self, req: BaseHTTPRequestHandler) -> None:
+        path = req.path
+        with self._lock:
+            self.requests[path] += 1
+        handler = self.handlers.get(path.split("?")[0]) or self.handlers.get(path)
+        if handler is not None:
+            handler(req)
+            return
+        res = self.resources.get(path)
+        if res is None:
+            _send(req, 404, {"Content-Type": "text/html; charset=utf-8"}, b"<html><body><h1>404</h1></body></html>")
+            return
+        headers = dict(res.headers)
+        body = res.body
+        if res.status == 200:
+            etag = '"' + hashlib.sha1(body).hexdigest()[:16] + '"'
+            headers.setdefault("ETag", etag)
+            headers.setdefault("Last-Modified", LAST_MODIFIED)
+            if req.headers.get("If-None-Match") == headers["ETag"] or (
+                "If-None-Match" not in req.headers and req.headers.get("If-Modified-Since") == headers["Last-Modified"]
+            ):
+                with self._lock:
+                    self.conditional_hits[path] += 1
+                _send(req, 304, {"ETag": headers["ETag"]}, b"")
+                return
+            if "gzip" in req.headers.get("Accept-Encoding", "") and len(body) > 1024:
+                body = gzip.compress(body, compresslevel=5)
+                headers["Content-Encoding"] = "gzip"
+        _send(req, res.status, headers, body)
+
+
+def _send(req: BaseHTTPRequestHandler, status: int, headers: Mapping[str, str], body: bytes) -> None:
+    try:
+        req.send_response(status)
+        for name, value in headers.items():
+            req.send_header(name, value)
+        req.send_header("Content-Length", str(len(body)))
+        req.end_headers()
+        if body:
+            req.wfile.write(body)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the client gave up (size cap, timeout): nothing to do

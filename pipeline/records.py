@@ -1,0 +1,134 @@
+"""Plain records passed between stages. No behaviour beyond conversion to documents."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+def doc_id(canonical_url: str) -> str:
+    """The article's Elasticsearch ``_id``: a stable hash of its canonical URL."""
+    return hashlib.sha256(canonical_url.encode("utf-8")).hexdigest()[:32]
+
+
+def iso(when: datetime | None) -> str | None:
+    return when.isoformat().replace("+00:00", "Z") if when else None
+
+
+@dataclass(frozen=True, slots=True)
+class FeedConfig:
+    id: str
+    url: str
+    outlet: str
+    language: str | None = None
+    enabled: bool = True
+    poll_minutes: int | None = None
+    line: int = 0  # where the feed is declared in its file, for error messages
+
+
+@dataclass(frozen=True, slots=True)
+class FeedState:
+    """What we remember of a feed between runs (kept in Elasticsearch)."""
+
+    feed_id: str
+    url: str = ""
+    etag: str | None = None
+    last_modified: str | None = None
+    body_hash: str | None = None
+    last_attempt: str | None = None
+    last_success: str | None = None
+    last_new_item: str | None = None
+    consecutive_failures: int = 0
+    last_error: str | None = None
+    last_status: int | None = None
+    moved_to: str | None = None
+    retry_after_until: str | None = None
+    items_last_poll: int = 0
+
+    def to_doc(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedItem:
+    """One entry of a feed, with what the feed itself says about the article."""
+
+    feed_id: str
+    outlet: str
+    url: str
+    canonical_url: str
+    title: str = ""
+    summary: str = ""
+    content: str = ""  # the feed's full content (content:encoded, atom:content), if any
+    author: str = ""
+    published_at: datetime | None = None
+    language: str | None = None  # the feed's declared language, a hint only
+    updated_at: datetime | None = None  # the entry's own "updated" time: a newer one means re-fetch
+
+    @property
+    def id(self) -> str:
+        return doc_id(self.canonical_url)
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A downloaded article page. ``html`` is already decoded text."""
+
+    item: FeedItem
+    url: str  # where the page was finally served from, after redirects
+    html: str
+    fetched_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Article:
+    """One article as indexed: see ``schemas/article.schema.json``."""
+
+    url: str
+    canonical_url: str
+    feed_id: str
+    outlet: str
+    title: str
+    body: str
+    summary: str
+    author: str | None
+    published_at: datetime
+    fetched_at: datetime
+    language: str
+    content_hash: str
+    word_count: int
+    body_source: str = "page"  # "page", or "feed" when the page gave nothing usable
+    cluster_id: str = ""
+    duplicate_of: str | None = None
+    cluster_size: int = 1
+    topics: tuple[str, ...] = ()
+    topic_matches: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+
+    @property
+    def id(self) -> str:
+        return doc_id(self.canonical_url)
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "canonical_url": self.canonical_url,
+            "feed_id": self.feed_id,
+            "outlet": self.outlet,
+            "title": self.title,
+            "body": self.body,
+            "summary": self.summary,
+            "author": self.author,
+            "published_at": iso(self.published_at),
+            "fetched_at": iso(self.fetched_at),
+            "language": self.language,
+            "content_hash": self.content_hash,
+            "word_count": self.word_count,
+            "body_source": self.body_source,
+            "cluster_id": self.cluster_id or self.id,
+            "duplicate_of": self.duplicate_of,
+            "cluster_size": self.cluster_size,
+            "topics": list(self.topics),
+            "topic_matches": [dict(m) for m in self.topic_matches],
+        }

@@ -1,0 +1,149 @@
+"""The one place that reads the environment. Everything else receives a ``Settings``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _bool(value: str, name: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ConfigError(f"{name} must be 0 or 1, not {value!r}")
+
+
+def _int(value: str, name: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {value!r}") from None
+
+
+def _float(value: str, name: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {value!r}") from None
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    es_url: str | None = None
+    es_api_key: str | None = None
+    es_user: str | None = None
+    es_password: str | None = None
+    es_index: str = "news-articles"
+    feeds_file: Path = PROJECT_ROOT / "seeds" / "feeds.yaml"
+    profiles_dir: Path = PROJECT_ROOT / "seeds" / "profiles"
+    languages: tuple[str, ...] = ("ar",)
+    smtp_url: str | None = None
+    alert_from: str | None = None
+    alert_to: tuple[str, ...] = ()
+    data_dir: Path = Path("data")
+    allow_private_hosts: bool = False
+    # Fetching. Feeds and pages are small; anything far larger is hostile or a mistake.
+    connect_timeout: float = 5.0
+    read_timeout: float = 20.0
+    max_bytes: int = 5 * 1024 * 1024
+    max_redirects: int = 5
+    max_retry_after: float = 30.0
+    fetch_workers: int = 16
+    per_host: int = 2
+    extract_workers: int = 0  # 0: one per core
+    user_agent: str = "arabic-news-pipeline/0.1 (+https://github.com/; news monitoring)"
+    lang_prefix_chars: int = 2000
+    min_body_chars: int = 200
+    # An item whose page failed this many runs in a row is given up on.
+    max_item_attempts: int = 3
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], **overrides: Any) -> Settings:
+        """Build settings from environment variables, then apply non-None ``overrides`` (CLI flags)."""
+        values: dict[str, Any] = {}
+
+        def get(name: str) -> str | None:
+            value = env.get(name)
+            return value if value not in (None, "") else None
+
+        if (v := get("ES_URL")) is not None:
+            values["es_url"] = v.rstrip("/")
+        for name, attr in [
+            ("ES_API_KEY", "es_api_key"),
+            ("ES_USER", "es_user"),
+            ("ES_PASSWORD", "es_password"),
+            ("ES_INDEX", "es_index"),
+            ("SMTP_URL", "smtp_url"),
+            ("ALERT_FROM", "alert_from"),
+        ]:
+            if (v := get(name)) is not None:
+                values[attr] = v
+        for name, attr in [("FEEDS_FILE", "feeds_file"), ("PROFILES_DIR", "profiles_dir"), ("DATA_DIR", "data_dir")]:
+            if (v := get(name)) is not None:
+                values[attr] = Path(v)
+        if (v := get("LANGUAGES")) is not None:
+            values["languages"] = _csv(v.lower())
+        if (v := get("ALERT_TO")) is not None:
+            values["alert_to"] = _csv(v)
+        if (v := get("ALLOW_PRIVATE_HOSTS")) is not None:
+            values["allow_private_hosts"] = _bool(v, "ALLOW_PRIVATE_HOSTS")
+        for name, attr, conv in [
+            ("FETCH_WORKERS", "fetch_workers", _int),
+            ("FETCH_PER_HOST", "per_host", _int),
+            ("EXTRACT_WORKERS", "extract_workers", _int),
+            ("MAX_BYTES", "max_bytes", _int),
+            ("MAX_REDIRECTS", "max_redirects", _int),
+            ("CONNECT_TIMEOUT", "connect_timeout", _float),
+            ("READ_TIMEOUT", "read_timeout", _float),
+        ]:
+            if (v := get(name)) is not None:
+                values[attr] = conv(v, name)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values).validated()
+
+    def validated(self) -> Settings:
+        if not self.languages:
+            raise ConfigError("LANGUAGES is empty: name at least one language, e.g. LANGUAGES=ar")
+        for code in self.languages:
+            if not (code.isalpha() and len(code) == 2):
+                raise ConfigError(f"LANGUAGES holds {code!r}: use ISO 639-1 codes such as ar, en")
+        if self.es_url is not None and not self.es_url.startswith(("http://", "https://")):
+            raise ConfigError(f"ES_URL must start with http:// or https://, not {self.es_url!r}")
+        if not self.es_index or self.es_index != self.es_index.lower() or " " in self.es_index:
+            raise ConfigError(f"ES_INDEX must be a lower-case index name, not {self.es_index!r}")
+        for name in ("fetch_workers", "per_host", "max_bytes"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+        if self.max_redirects < 0:
+            raise ConfigError("max_redirects must not be negative")
+        return self
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes).validated()
+
+    def redacted(self) -> dict[str, Any]:
+        """Settings safe to log: credentials are masked."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in {"es_api_key", "es_password"} and value:
+                value = "***"
+            out[f.name] = str(value) if isinstance(value, Path) else value
+        return out
+
+
+def default_settings() -> Settings:
+    return Settings.from_env(os.environ)
