@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 from elasticsearch import Elasticsearch
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -26,7 +27,7 @@ from pipeline.settings import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 out = Console(soft_wrap=True)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 SEED_QUERY = "سليماني موسكو روسيا إيران الأسد"
 
@@ -58,8 +59,14 @@ def _fail(message: str) -> None:
 def _progress(enabled: bool) -> tuple[Progress | None, cycle.Progress | None]:
     if not enabled or not sys.stderr.isatty():
         return None, None
-    bar = Progress(TextColumn("{task.description:>9}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=err, transient=True)
+    bar = Progress(
+        TextColumn("{task.description:>9}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    )
     tasks: dict[str, Any] = {}
 
     def update(stage: str, done: int, total: int) -> None:
@@ -88,8 +95,10 @@ def print_summary(summary: cycle.RunSummary, *, as_json: bool) -> None:
     t.add_column(justify="right")
     not_yet = "[dim]not built yet[/dim]"
     rows: list[tuple[str, Any]] = [
-        ("feeds ok / unchanged / failed / deferred",
-         f"{summary.feeds_ok} / {summary.feeds_not_modified} / {summary.feeds_failed} / {summary.feeds_deferred}"),
+        (
+            "feeds ok / unchanged / failed / deferred",
+            f"{summary.feeds_ok} / {summary.feeds_not_modified} / {summary.feeds_failed} / {summary.feeds_deferred}",
+        ),
         ("items seen in feeds", summary.items_seen),
         ("already known", summary.items_known + summary.items_same_url),
         ("new articles", summary.items_new),
@@ -98,7 +107,10 @@ def print_summary(summary: cycle.RunSummary, *, as_json: bool) -> None:
         ("no usable body", summary.extract_failed),
         ("skipped by language", ", ".join(f"{k}: {v}" for k, v in sorted(summary.skipped_language.items())) or 0),
         ("exact duplicates dropped", summary.exact_duplicates),
-        ("near-duplicates clustered", not_yet if summary.near_duplicates_clustered is None else summary.near_duplicates_clustered),
+        (
+            "near-duplicates clustered",
+            not_yet if summary.near_duplicates_clustered is None else summary.near_duplicates_clustered,
+        ),
         ("tagged per profile", not_yet if summary.tagged is None else summary.tagged),
         ("indexed", summary.indexed),
         ("index failures", summary.index_failed),
@@ -116,10 +128,14 @@ def print_summary(summary: cycle.RunSummary, *, as_json: bool) -> None:
             ft.add_row(f["feed"], f["reason"], str(f["consecutive_failures"]))
         out.print(ft)
     for moved in summary.moved_feeds:
-        out.print(f"[yellow]moved:[/yellow] feed {moved['feed']} now lives at {moved['moved_to']} — update the feed list")
+        out.print(
+            f"[yellow]moved:[/yellow] feed {moved['feed']} now lives at {moved['moved_to']} — update the feed list"
+        )
     if summary.reached_no_feed:
-        out.print("[yellow]No feed could be reached.[/yellow] No network here? `python -m pipeline demo` runs the "
-                  "same cycle over a bundled sample site.")
+        out.print(
+            "[yellow]No feed could be reached.[/yellow] No network here? `python -m pipeline demo` runs the "
+            "same cycle over a bundled sample site."
+        )
 
 
 @app.command()
@@ -134,8 +150,13 @@ def run(
     """Run one full cycle over the feed list and exit."""
     log.configure(json=as_json or None)
     try:
-        settings = _settings(feeds_file=feeds_file, es_url=es_url, es_index=es_index, data_dir=data_dir,
-                             allow_private_hosts=allow_private_hosts)
+        settings = _settings(
+            feeds_file=feeds_file,
+            es_url=es_url,
+            es_index=es_index,
+            data_dir=data_dir,
+            allow_private_hosts=allow_private_hosts,
+        )
         feeds = enabled_feeds(load_feeds(settings.feeds_file))
         if not feeds:
             _fail(f"{settings.feeds_file}: no enabled feed")
@@ -176,35 +197,52 @@ def demo(
     except PipelineError as e:
         _fail(str(e))
     if as_json:
-        print(json.dumps({"summary": summary.to_dict(), "search": {"query": SEED_QUERY, **_hits_json(hits)}},
-                         ensure_ascii=False, indent=2))
+        print(
+            json.dumps(
+                {"summary": summary.to_dict(), "search": {"query": SEED_QUERY, **_hits_json(hits)}},
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
         return
     print_summary(summary, as_json=False)
     out.print(f"\n[bold]Search for the seed topic:[/bold] {SEED_QUERY}")
     _print_hits(hits)
-    out.print(f"\nThe demo index stays in {demo_dir}. Search it again with:\n"
-              f"  DATA_DIR={demo_dir} python -m pipeline search 'حزب الله'")
+    out.print(
+        f"\nThe demo index stays in {demo_dir}. Search it again with:\n"
+        f"  DATA_DIR={demo_dir} python -m pipeline search 'حزب الله'"
+    )
 
 
 def _hits_json(resp: dict[str, Any]) -> dict[str, Any]:
     hits = resp["hits"]["hits"]
     return {
         "total": resp["hits"]["total"]["value"],
-        "hits": [{"id": h["_id"], "score": h.get("_score"), **h["_source"], "highlight": h.get("highlight", {})}
-                 for h in hits],
+        "hits": [
+            {"id": h["_id"], "score": h.get("_score"), **h["_source"], "highlight": h.get("highlight", {})}
+            for h in hits
+        ],
     }
+
+
+def _marked(fragment: str) -> str:
+    """Highlight tags from the index as terminal styling; everything else printed literally."""
+    parts = escape(fragment).split("<mark>")
+    return parts[0] + "".join("[reverse]" + p.replace("</mark>", "[/reverse]", 1) for p in parts[1:])
 
 
 def _print_hits(resp: dict[str, Any]) -> None:
     data = _hits_json(resp)
     out.print(f"{data['total']} matching articles")
     for n, hit in enumerate(data["hits"], start=1):
-        title = (hit["highlight"].get("title") or [hit.get("title", "")])[0]
-        out.print(f"\n[bold]{n}. {title}[/bold]", highlight=False)
-        out.print(f"   {hit.get('outlet', '')} · {hit.get('published_at', '')} · id {hit['id']}", highlight=False)
+        title = (hit["highlight"].get("title") or [escape(hit.get("title", ""))])[0]
+        out.print(f"\n[bold]{n}. {_marked(title)}[/bold]", highlight=False)
+        out.print(
+            escape(f"   {hit.get('outlet', '')} · {hit.get('published_at', '')} · id {hit['id']}"), highlight=False
+        )
         for fragment in hit["highlight"].get("body", [])[:2]:
-            out.print(f"   … {fragment} …", highlight=False)
-        out.print(f"   {hit.get('url', '')}", highlight=False)
+            out.print(f"   … {_marked(fragment)} …", highlight=False)
+        out.print(escape(f"   {hit.get('canonical_url') or hit.get('url', '')}"), highlight=False)
 
 
 @app.command()
@@ -257,12 +295,20 @@ def feeds(
     rows = []
     for f in configured:
         s = states.get(f.id)
-        rows.append({
-            "feed": f.id, "outlet": f.outlet, "enabled": f.enabled, "url": f.url,
-            "last_success": s.last_success if s else None, "last_attempt": s.last_attempt if s else None,
-            "consecutive_failures": s.consecutive_failures if s else 0, "last_error": s.last_error if s else None,
-            "moved_to": s.moved_to if s else None, "status": _health(s),
-        })
+        rows.append(
+            {
+                "feed": f.id,
+                "outlet": f.outlet,
+                "enabled": f.enabled,
+                "url": f.url,
+                "last_success": s.last_success if s else None,
+                "last_attempt": s.last_attempt if s else None,
+                "consecutive_failures": s.consecutive_failures if s else 0,
+                "last_error": s.last_error if s else None,
+                "moved_to": s.moved_to if s else None,
+                "status": _health(s),
+            }
+        )
     if as_json:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
         return
@@ -270,8 +316,14 @@ def feeds(
     for col in ("feed", "outlet", "status", "last success", "failures", "last error"):
         t.add_column(col)
     for r in rows:
-        t.add_row(r["feed"], r["outlet"], r["status"], r["last_success"] or "never", str(r["consecutive_failures"]),
-                  (r["last_error"] or "")[:80] + (f" (moved to {r['moved_to']})" if r["moved_to"] else ""))
+        t.add_row(
+            r["feed"],
+            r["outlet"],
+            r["status"],
+            r["last_success"] or "never",
+            str(r["consecutive_failures"]),
+            (r["last_error"] or "")[:80] + (f" (moved to {r['moved_to']})" if r["moved_to"] else ""),
+        )
     out.print(t)
 
 

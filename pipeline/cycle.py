@@ -69,6 +69,7 @@ class RunSummary:
     tagged: dict[str, int] | None = None
     alerts_sent: int | None = None
     failures: list[dict[str, str]] = field(default_factory=list)  # first 50 page failures, for the report
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage
 
     @property
     def reached_no_feed(self) -> bool:
@@ -95,7 +96,9 @@ def _pool(settings: Settings, jobs: int) -> Executor:
     return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
 
 
-def select_new(es: Elasticsearch, alias: str, items: Sequence[FeedItem], *, max_attempts: int) -> tuple[list[FeedItem], dict[str, int]]:
+def select_new(
+    es: Elasticsearch, alias: str, items: Sequence[FeedItem], *, max_attempts: int
+) -> tuple[list[FeedItem], dict[str, int]]:
     """Items not yet handled for good: not indexed, not rejected before, not given up on; plus items whose
     feed entry was updated since we took them. Also returns the previous attempt counts."""
     ids = [item.id for item in items]
@@ -127,13 +130,18 @@ def _download(fetcher: Fetcher, item: FeedItem) -> tuple[FeedItem, bytes | None,
 
 
 def process_items(
-    settings: Settings, fetcher: Fetcher, items: Sequence[FeedItem], progress: Progress | None = None,
+    settings: Settings,
+    fetcher: Fetcher,
+    items: Sequence[FeedItem],
+    progress: Progress | None = None,
 ) -> Iterator[tuple[FeedItem, Article | PipelineError, str]]:
     """Download pages on threads and extract them on a process pool as they arrive. Yields
     (item, article or the error that stopped it, the download error if the page could not be had)."""
     total = len(items)
-    with ThreadPoolExecutor(max_workers=settings.fetch_workers, thread_name_prefix="fetch") as threads, \
-            _pool(settings, total) as workers:
+    with (
+        ThreadPoolExecutor(max_workers=settings.fetch_workers, thread_name_prefix="fetch") as threads,
+        _pool(settings, total) as workers,
+    ):
         extracting: dict[Future[Article | PipelineError], tuple[FeedItem, str]] = {}
         for future in as_completed([threads.submit(_download, fetcher, item) for item in items]):
             item, content, ctype, final_url, fetched_at, error = future.result()
@@ -141,8 +149,17 @@ def process_items(
                 _log.warning("fetch.failed", feed=item.feed_id, url=item.url, reason=error)
             if progress:
                 progress("download", len(extracting) + 1, total)
-            job = workers.submit(process_page, item, content, ctype, final_url, fetched_at, settings.languages,
-                                 settings.min_body_chars, settings.lang_prefix_chars)
+            job = workers.submit(
+                process_page,
+                item,
+                content,
+                ctype,
+                final_url,
+                fetched_at,
+                settings.languages,
+                settings.min_body_chars,
+                settings.lang_prefix_chars,
+            )
             extracting[job] = (item, error)
         for done, job in enumerate(as_completed(extracting), start=1):
             if progress:
@@ -172,15 +189,24 @@ def run_cycle(
     states = index.load_feed_states(es, alias, [f.id for f in feeds])
     own_fetcher = fetcher is None
     fetcher = fetcher or Fetcher(settings)
+    clock = _Clock(summary)
     try:
-        polled = poll_all(fetcher, feeds, states, workers=settings.fetch_workers, now=now,
-                          on_done=_poll_progress(progress, len(feeds)))
+        polled = poll_all(
+            fetcher,
+            feeds,
+            states,
+            workers=settings.fetch_workers,
+            now=now,
+            on_done=_poll_progress(progress, len(feeds)),
+        )
         _count_polls(summary, polled)
+        clock.lap("poll")
         items, summary.items_same_url = unique_items(i for r in polled for i in r.items)
         summary.items_seen = len(items) + summary.items_same_url
         fresh, attempts = select_new(es, alias, items, max_attempts=settings.max_item_attempts)
         summary.items_new = len(fresh)
         summary.items_known = len(items) - len(fresh)
+        clock.lap("select")
 
         articles: list[Article] = []
         outcomes: list[_Outcome] = []
@@ -203,17 +229,20 @@ def run_cycle(
                 _log.warning("extract.failed", feed=item.feed_id, url=item.url, reason=reason)
                 if len(summary.failures) < 50:
                     summary.failures.append({"feed": item.feed_id, "url": item.url, "reason": reason})
+        clock.lap("download+extract")
     finally:
         if own_fetcher:
             fetcher.close()
 
     by_id = {item.id: item for item in fresh}
-    deduped = drop_exact_duplicates(articles, _indexed_hashes(es, alias, articles))
+    rank = {item.id: n for n, item in enumerate(fresh)}
+    deduped = drop_exact_duplicates(articles, _indexed_hashes(es, alias, articles), rank=rank)
     summary.exact_duplicates = len(deduped.duplicates)
     for article, original in deduped.duplicates:
         outcomes.append(_Outcome(by_id[article.id], "duplicate", f"same text as {original}"))
         _log.info("dedup.exact", feed=article.feed_id, url=article.url, duplicate_of=original)
 
+    clock.lap("dedup")
     result = index.bulk_write(es, index.article_actions(alias, deduped.keep))
     summary.indexed = len(result.ok)
     summary.index_failed = len(result.failed)
@@ -225,9 +254,21 @@ def run_cycle(
     index.bulk_write(es, _seen_actions(alias, outcomes, attempts, now))
     index.bulk_write(es, index.feed_state_actions(alias, [r.state for r in polled]))
     index.refresh(es, alias)
+    clock.lap("index")
     summary.seconds = round(time.monotonic() - started, 3)
     _log.info("run.summary", **{k: v for k, v in summary.to_dict().items() if k != "failures"})
     return summary
+
+
+class _Clock:
+    def __init__(self, summary: RunSummary) -> None:
+        self.summary = summary
+        self.last = time.monotonic()
+
+    def lap(self, stage: str) -> None:
+        now = time.monotonic()
+        self.summary.stage_seconds[stage] = round(now - self.last, 3)
+        self.last = now
 
 
 def _poll_progress(progress: Progress | None, total: int) -> Callable[[PollResult], None] | None:
@@ -253,8 +294,14 @@ def _count_polls(summary: RunSummary, polled: Sequence[PollResult]) -> None:
             summary.feeds_deferred += 1
         else:
             summary.feeds_failed += 1
-            summary.failed_feeds.append({"feed": r.feed.id, "url": r.feed.url, "reason": r.error or "",
-                                         "consecutive_failures": r.state.consecutive_failures})
+            summary.failed_feeds.append(
+                {
+                    "feed": r.feed.id,
+                    "url": r.feed.url,
+                    "reason": r.error or "",
+                    "consecutive_failures": r.state.consecutive_failures,
+                }
+            )
         if r.state.moved_to and r.outcome == "ok":
             summary.moved_feeds.append({"feed": r.feed.id, "url": r.feed.url, "moved_to": r.state.moved_to})
 
@@ -265,16 +312,22 @@ def _indexed_hashes(es: Elasticsearch, alias: str, articles: Sequence[Article]) 
     found: dict[tuple[str, str], str] = {}
     for start in range(0, len(hashes), 1000):
         chunk = hashes[start : start + 1000]
-        resp = es.search(index=alias, query={"terms": {"content_hash": chunk}}, size=10000,
-                         source=["outlet", "content_hash", "published_at"],
-                         sort=[{"published_at": {"order": "asc"}}])
+        resp = es.search(
+            index=alias,
+            query={"terms": {"content_hash": chunk}},
+            size=10000,
+            source=["outlet", "content_hash", "published_at"],
+            sort=[{"published_at": {"order": "asc"}}],
+        )
         for hit in resp["hits"]["hits"]:
             src = hit["_source"]
             found.setdefault((src["outlet"], src["content_hash"]), hit["_id"])
     return found
 
 
-def _seen_actions(alias: str, outcomes: Sequence[_Outcome], attempts: dict[str, int], now: datetime) -> Iterator[dict[str, Any]]:
+def _seen_actions(
+    alias: str, outcomes: Sequence[_Outcome], attempts: dict[str, int], now: datetime
+) -> Iterator[dict[str, Any]]:
     index_name = index.Names(alias).seen
     for o in outcomes:
         yield {

@@ -35,12 +35,15 @@ class DedupResult:
     duplicates: list[tuple[Article, str]]  # (dropped article, _id of the article it duplicates)
 
 
-def drop_exact_duplicates(articles: Sequence[Article], indexed: Mapping[tuple[str, str], str]) -> DedupResult:
+def drop_exact_duplicates(
+    articles: Sequence[Article], indexed: Mapping[tuple[str, str], str], *, rank: Mapping[str, int] | None = None
+) -> DedupResult:
     """Drop articles whose (outlet, content_hash) is already indexed under another id (``indexed`` maps
     that pair to the indexed id), or repeats an earlier article of this batch. Within a batch the
-    earliest published copy is kept (then the smallest URL), so the result does not depend on the order
-    in which pages arrived."""
-    ordered = sorted(articles, key=lambda a: (a.published_at, a.canonical_url))
+    earliest published copy is kept, then the one listed first in the feeds (``rank``: id → position),
+    then the smallest URL, so the result does not depend on the order in which pages arrived."""
+    rank = rank or {}
+    ordered = sorted(articles, key=lambda a: (a.published_at, rank.get(a.id, len(rank)), a.canonical_url))
     owner = dict(indexed)
     keep: list[Article] = []
     duplicates: list[tuple[Article, str]] = []

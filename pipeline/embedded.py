@@ -45,7 +45,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_ready(url: str, *, timeout: float, proc: subprocess.Popen[bytes] | None = None, log_path: Path | None = None) -> None:
+def wait_ready(
+    url: str, *, timeout: float, proc: subprocess.Popen[bytes] | None = None, log_path: Path | None = None
+) -> None:
     """Poll ``url`` until it answers 200.
 
     Raises:
@@ -95,8 +97,18 @@ def start_server(data_dir: Path, *, port: int | None = None) -> tuple[subprocess
     log_path = data_dir / "server.log"
     with open(log_path, "wb") as out:
         proc = subprocess.Popen(
-            [noida_binary(), "start", "--only", "elasticsearch", "--elasticsearch-port", str(port),
-             "--host", "127.0.0.1", "--data-dir", str(data_dir)],
+            [
+                noida_binary(),
+                "start",
+                "--only",
+                "elasticsearch",
+                "--elasticsearch-port",
+                str(port),
+                "--host",
+                "127.0.0.1",
+                "--data-dir",
+                str(data_dir),
+            ],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -127,12 +139,12 @@ def embedded_elasticsearch(data_dir: Path) -> Iterator[str]:
             if not url:
                 raise ConfigError(f"{es_dir} is locked by another process that has no server running") from None
             wait_ready(url, timeout=30)
-            _log.info("es.embedded.shared", url=url, data_dir=str(es_dir))
+            _log.debug("es.embedded.shared", url=url, data_dir=str(es_dir))
             yield url
             return
         proc, url = start_server(es_dir / "data")
         info_path.write_text(json.dumps({"url": url, "pid": proc.pid}))
-        _log.info("es.embedded.started", url=url, data_dir=str(es_dir))
+        _log.debug("es.embedded.started", url=url, data_dir=str(es_dir))
         previous = signal.getsignal(signal.SIGTERM)
         # A SIGTERM (Airflow, systemd, CI) must still stop the server: turn it into an exception.
         if previous in (signal.SIG_DFL, None):
@@ -144,7 +156,7 @@ def embedded_elasticsearch(data_dir: Path) -> Iterator[str]:
             info_path.unlink(missing_ok=True)
             if previous in (signal.SIG_DFL, None):
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            _log.info("es.embedded.stopped", url=url)
+            _log.debug("es.embedded.stopped", url=url)
     finally:
         lock_file.close()
 

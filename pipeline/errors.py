@@ -31,9 +31,7 @@ class FeedError(PipelineError):
 class FetchError(PipelineError):
     """A download failed: network, HTTP status, timeout."""
 
-    def __init__(
-        self, message: str, *, url: str = "", feed_id: str = "", status: int | None = None
-    ) -> None:
+    def __init__(self, message: str, *, url: str = "", feed_id: str = "", status: int | None = None) -> None:
         super().__init__(message, url=url, feed_id=feed_id)
         self.status = status
 
@@ -49,9 +47,7 @@ class TooLarge(FetchError):
 class RateLimited(FetchError):
     """The server asked us to come back later (429/503 with Retry-After)."""
 
-    def __init__(
-        self, message: str, *, url: str = "", feed_id: str = "", retry_after: float = 0.0
-    ) -> None:
+    def __init__(self, message: str, *, url: str = "", feed_id: str = "", retry_after: float = 0.0) -> None:
         super().__init__(message, url=url, feed_id=feed_id, status=429)
         self.retry_after = retry_after
 

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import trafilatura
@@ -67,7 +67,10 @@ def decode_html(content: bytes, content_type: str = "") -> str:
     if content.startswith((b"\xff\xfe", b"\xfe\xff")):
         return content.decode("utf-16", errors="replace")
     meta = _META_CHARSET.search(content[:4096])
-    candidates = [_codec(_charset_from_header(content_type)), _codec(meta.group(1).decode("ascii", "ignore") if meta else None)]
+    candidates = [
+        _codec(_charset_from_header(content_type)),
+        _codec(meta.group(1).decode("ascii", "ignore") if meta else None),
+    ]
     for codec in candidates:
         if codec is None:
             continue
@@ -84,15 +87,6 @@ def decode_html(content: bytes, content_type: str = "") -> str:
         return content.decode("cp1256", errors="replace")
 
 
-def _html_to_text(fragment: str) -> str:
-    """Plain text of a feed's HTML content, paragraphs kept."""
-    if "<" not in fragment:
-        return fragment.strip()
-    text = trafilatura.extract(f"<html><body><article>{fragment}</article></body></html>", config=_CONFIG,
-                               include_comments=False, include_tables=True)
-    return (text or "").strip()
-
-
 def _page_date(value: Any) -> datetime | None:
     if not value:
         return None
@@ -100,7 +94,7 @@ def _page_date(value: Any) -> datetime | None:
         parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     except ValueError:
         return None
-    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 def extract_body(html: str, *, url: str) -> dict[str, Any]:
@@ -112,7 +106,11 @@ def extract_body(html: str, *, url: str) -> dict[str, Any]:
         include_tables=True,
         with_metadata=True,
         config=_CONFIG,
-        date_extraction_params={"extensive_search": False, "original_date": True},
+        date_extraction_params={
+            "extensive_search": False,
+            "original_date": True,
+            "outputformat": "%Y-%m-%dT%H:%M:%S%z",
+        },
     )
     if doc is None:
         return {}
@@ -141,16 +139,19 @@ def build_article(
     body = (meta.get("text") or "").strip()
     source = "page"
     if len(body) < min_chars:
-        fallback = _html_to_text(item.content) or _html_to_text(item.summary)
+        # parse_feed already turned the entry's HTML into plain text with paragraphs kept.
+        fallback = (item.content or item.summary).strip()
         if len(fallback) < min_chars:
             reason = "page has no article body" if html else "page not downloaded"
-            raise ExtractError(f"{reason} and the feed entry holds {len(fallback)} chars of text",
-                               url=item.url, feed_id=item.feed_id)
+            raise ExtractError(
+                f"{reason} and the feed entry holds {len(fallback)} chars of text", url=item.url, feed_id=item.feed_id
+            )
         body, source = fallback, "feed"
     title = item.title or (meta.get("title") or "").strip()
-    language = check_language(f"{title}\n{body}", allowed=languages, url=item.url, feed_id=item.feed_id,
-                              prefix_chars=prefix_chars)
-    summary = _html_to_text(item.summary) if item.summary else ""
+    language = check_language(
+        f"{title}\n{body}", allowed=languages, url=item.url, feed_id=item.feed_id, prefix_chars=prefix_chars
+    )
+    summary = item.summary.strip()
     published = item.published_at or _page_date(meta.get("date")) or fetched_at
     return Article(
         url=item.url,
@@ -183,8 +184,15 @@ def process_page(
     """Worker entry point: never raises a PipelineError, returns it (exceptions cross processes badly)."""
     try:
         html = decode_html(content, content_type) if content else None
-        return build_article(item, html=html, final_url=final_url, fetched_at=fetched_at, languages=languages,
-                             min_chars=min_chars, prefix_chars=prefix_chars)
+        return build_article(
+            item,
+            html=html,
+            final_url=final_url,
+            fetched_at=fetched_at,
+            languages=languages,
+            min_chars=min_chars,
+            prefix_chars=prefix_chars,
+        )
     except PipelineError as err:
         return err
     except Exception as err:  # noqa: BLE001 - a library bug on one hostile page must not stop the batch

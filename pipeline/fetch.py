@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -92,7 +92,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     now = time.time() if now is None else now
     return max(0.0, when.timestamp() - now)
 
@@ -214,9 +214,7 @@ class Fetcher:
         for hop in range(self.settings.max_redirects + 1):
             host = (urlsplit(current).hostname or "").lower()
             check_url(current, allow_private=self.allow_private or host in self.exempt_hosts)
-            status, location, resp_headers, content = self._request_with_retries(
-                current, headers, feed_id=feed_id
-            )
+            status, location, resp_headers, content = self._request_with_retries(current, headers, feed_id=feed_id)
             if status in REDIRECTS:
                 if not location:
                     raise FetchError(f"HTTP {status} without Location", url=current, feed_id=feed_id, status=status)
@@ -288,8 +286,10 @@ class Fetcher:
         except httpx.TimeoutException as err:
             raise FetchError(f"timed out ({type(err).__name__})", url=url, feed_id=feed_id) from err
         except httpx.HTTPError as err:
-            raise _ConnectionFailed(f"connection failed: {err or type(err).__name__}", url=url, feed_id=feed_id) from err
+            raise _ConnectionFailed(
+                f"connection failed: {err or type(err).__name__}", url=url, feed_id=feed_id
+            ) from err
 
 
 def http_date(when: datetime) -> str:
-    return email.utils.format_datetime(when.astimezone(timezone.utc), usegmt=True)
+    return email.utils.format_datetime(when.astimezone(UTC), usegmt=True)

@@ -114,7 +114,9 @@ def refresh(es: Elasticsearch, alias: str) -> None:
     es.indices.refresh(index=[alias, names.feeds, names.seen])
 
 
-def get_many(es: Elasticsearch, index: str, ids: Sequence[str], *, fields: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+def get_many(
+    es: Elasticsearch, index: str, ids: Sequence[str], *, fields: Sequence[str] | None = None
+) -> dict[str, dict[str, Any]]:
     """Documents by id that exist, as {id: _source}; in chunks so a big poll stays one request each."""
     out: dict[str, dict[str, Any]] = {}
     for start in range(0, len(ids), 1000):
@@ -208,11 +210,12 @@ def search_articles(
     body: dict[str, Any] = {
         "query": {"bool": {"must": [must], "filter": filters}},
         "size": size,
-        "_source": ["title", "outlet", "url", "published_at", "cluster_id", "topics", "language"],
+        "_source": ["title", "outlet", "url", "canonical_url", "published_at", "cluster_id", "topics", "language"],
         "highlight": {
             "fields": {"title": {"number_of_fragments": 0}, "body": {"fragment_size": 160, "number_of_fragments": 2}},
-            "pre_tags": ["«"],
-            "post_tags": ["»"],
+            # Not « »: Arabic text uses those as quotation marks.
+            "pre_tags": ["<mark>"],
+            "post_tags": ["</mark>"],
         },
     }
     if sort == "newest":

@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from pipeline import log
 from pipeline.errors import FeedError, FetchError, PipelineError, RateLimited
@@ -44,36 +44,64 @@ def poll_feed(fetcher: Fetcher, feed: FeedConfig, state: FeedState | None, *, no
         return PollResult(feed, state, (), "skipped", f"server asked to wait until {state.retry_after_until}")
     attempt = replace(state, last_attempt=iso(now))
     try:
-        resp = fetcher.get(feed.url, feed_id=feed.id, etag=state.etag, last_modified=state.last_modified,
-                           accept=FEED_ACCEPT)
+        resp = fetcher.get(
+            feed.url, feed_id=feed.id, etag=state.etag, last_modified=state.last_modified, accept=FEED_ACCEPT
+        )
         if resp.not_modified:
-            ok = replace(attempt, last_success=iso(now), consecutive_failures=0, last_error=None,
-                         last_status=304, retry_after_until=None, items_last_poll=0)
+            ok = replace(
+                attempt,
+                last_success=iso(now),
+                consecutive_failures=0,
+                last_error=None,
+                last_status=304,
+                retry_after_until=None,
+                items_last_poll=0,
+            )
             return PollResult(feed, ok, (), "not_modified")
         body_hash = hashlib.sha256(resp.content).hexdigest()
         validators = {"etag": resp.headers.get("etag"), "last_modified": resp.headers.get("last-modified")}
-        ok = replace(attempt, **validators, body_hash=body_hash, last_success=iso(now), consecutive_failures=0,
-                     last_error=None, last_status=resp.status, retry_after_until=None,
-                     moved_to=resp.moved_to)
+        ok = replace(
+            attempt,
+            **validators,
+            body_hash=body_hash,
+            last_success=iso(now),
+            consecutive_failures=0,
+            last_error=None,
+            last_status=resp.status,
+            retry_after_until=None,
+            moved_to=resp.moved_to,
+        )
         if resp.moved_to:
-            _log.warning("poll.moved", feed=feed.id, url=feed.url, moved_to=resp.moved_to,
-                         hint="update the url in the feed list")
+            _log.warning(
+                "poll.moved", feed=feed.id, url=feed.url, moved_to=resp.moved_to, hint="update the url in the feed list"
+            )
         if body_hash == state.body_hash:
             # No validators on the server, but the same bytes as last time: nothing new.
             return PollResult(feed, replace(ok, items_last_poll=0), (), "not_modified")
-        items = parse_feed(resp.content, resp.headers, feed=replace(feed, url=resp.final_url), fetched_at=now)
-        items = tuple(replace(i, feed_id=feed.id) for i in items)
+        # Relative links resolve against where the feed was finally served from.
+        items = tuple(parse_feed(resp.content, resp.headers, feed=replace(feed, url=resp.final_url), fetched_at=now))
         return PollResult(feed, replace(ok, items_last_poll=len(items)), items, "ok")
     except PipelineError as err:
         retry_until = None
         if isinstance(err, RateLimited):
             retry_until = iso(now + timedelta(seconds=err.retry_after))
         status = err.status if isinstance(err, FetchError) else None
-        failed = replace(attempt, consecutive_failures=state.consecutive_failures + 1, last_error=str(err),
-                         last_status=status, retry_after_until=retry_until)
+        failed = replace(
+            attempt,
+            consecutive_failures=state.consecutive_failures + 1,
+            last_error=str(err),
+            last_status=status,
+            retry_after_until=retry_until,
+        )
         kind = "malformed" if isinstance(err, FeedError) else "unreachable"
-        _log.warning("poll.failed", feed=feed.id, url=feed.url, reason=str(err), kind=kind,
-                     consecutive_failures=failed.consecutive_failures)
+        _log.warning(
+            "poll.failed",
+            feed=feed.id,
+            url=feed.url,
+            reason=str(err),
+            kind=kind,
+            consecutive_failures=failed.consecutive_failures,
+        )
         return PollResult(feed, failed, (), "failed", f"{type(err).__name__}: {err}")
 
 
@@ -87,7 +115,7 @@ def poll_all(
     now: datetime | None = None,
 ) -> list[PollResult]:
     """Poll feeds concurrently (the fetcher bounds requests per host). Results in feed-list order."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     results: dict[str, PollResult] = {}
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(feeds) or 1)), thread_name_prefix="poll") as pool:
         futures = {pool.submit(poll_feed, fetcher, feed, states.get(feed.id), now=now): feed for feed in feeds}

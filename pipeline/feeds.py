@@ -1,0 +1,502 @@
+"""The feed list, and feed documents turned into ``FeedItem`` records.
+
+``load_feeds`` reads ``seeds/feeds.yaml`` and rejects a bad file with the line and field at fault.
+``parse_feed`` turns the raw bytes of one RSS/Atom/RDF document into items. Neither touches the network.
+"""
+
+from __future__ import annotations
+
+import codecs
+import functools
+import io
+import json
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from time import struct_time
+from typing import Any
+from urllib.parse import urljoin
+
+import feedparser  # type: ignore[import-untyped, unused-ignore]
+import jsonschema  # type: ignore[import-untyped, unused-ignore]
+import lxml.etree  # type: ignore[import-untyped, unused-ignore]
+import lxml.html  # type: ignore[import-untyped, unused-ignore]
+import yaml  # type: ignore[import-untyped, unused-ignore]
+
+from pipeline import log as logging
+from pipeline.errors import ConfigError, FeedError
+from pipeline.records import FeedConfig, FeedItem
+from pipeline.urls import canonical_url
+
+log = logging.get(__name__)
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "feeds.schema.json"
+DEFAULT_LANGUAGE = "ar"
+
+PathKey = tuple[str | int, ...]
+Problem = tuple[PathKey, int, str]  # where in the data, line, message
+
+
+# --- the feed list ------------------------------------------------------------------------------
+
+
+def load_feeds(path: Path) -> list[FeedConfig]:
+    """Read and validate a feed list (see ``schemas/feeds.schema.json``); disabled feeds included.
+
+    Raises:
+        ConfigError: the file is missing, unreadable, not YAML, or breaks the schema, or two feeds
+            share an id or a URL. The message names the file, the line and the field, one error a line.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such feed list") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read the feed list: {err}") from None
+
+    root, data = _parse_yaml(text, path)
+    lines = _LineIndex(root)
+    if not isinstance(data, dict):
+        kind = "empty" if data is None else f"a {type(data).__name__}"
+        raise ConfigError(f"{path}:{lines.line(())}: the feed list must be a mapping with a 'feeds' list, not {kind}")
+
+    found = [error for err in _validator().iter_errors(data) for error in _schema_errors(err, path, lines)]
+    feeds = data.get("feeds")
+    if isinstance(feeds, list):
+        broken = {at for at, _, _ in found}
+        found.extend(_duplicates(feeds, path, lines, broken))
+    if found:
+        # File order: by line, then by path for errors on one line.
+        found.sort(key=lambda error: (error[1], _sort_key(error[0])))
+        raise ConfigError("\n".join(message for _, _, message in found))
+
+    return [
+        FeedConfig(
+            id=entry["id"],
+            url=entry["url"],
+            outlet=entry["outlet"],
+            language=entry.get("language", DEFAULT_LANGUAGE),
+            enabled=entry.get("enabled", True),
+            poll_minutes=entry.get("poll_minutes"),
+            line=lines.line(("feeds", index)),
+        )
+        for index, entry in enumerate(data["feeds"])
+    ]
+
+
+def enabled_feeds(feeds: Iterable[FeedConfig]) -> list[FeedConfig]:
+    """The feeds to poll: those not switched off with ``enabled: false``."""
+    return [feed for feed in feeds if feed.enabled]
+
+
+@functools.cache
+def _validator() -> Any:
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    return jsonschema.Draft202012Validator(schema)
+
+
+def _parse_yaml(text: str, path: Path) -> tuple[Any, Any]:
+    """The node tree (which knows its lines) and the plain data built from that same tree."""
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        _check_duplicate_keys(root, path)
+        data = loader.construct_document(root) if root is not None else None
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        reason = err.problem or err.context or "syntax error"
+        if err.problem and err.context:
+            context_line = f" at line {err.context_mark.line + 1}" if err.context_mark else ""
+            reason = f"{err.problem} ({err.context}{context_line})"
+        raise ConfigError(f"{where}: not valid YAML: {reason}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    finally:
+        loader.dispose()
+    return root, data
+
+
+def _check_duplicate_keys(root: Any, path: Path) -> None:
+    # PyYAML keeps the last of two equal keys without a word; a second "url:" in one feed would
+    # silently replace the first.
+    stack = [root] if root is not None else []
+    visited: set[int] = set()
+    while stack:
+        node = stack.pop()
+        if id(node) in visited:  # an alias: already checked where its anchor stands
+            continue
+        visited.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                    line = key.start_mark.line + 1
+                    if key.value in seen:
+                        raise ConfigError(
+                            f"{path}:{line}: key {key.value!r} repeated (first at line {seen[key.value]})"
+                        )
+                    seen[key.value] = line
+                stack.append(value)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+
+
+class _LineIndex:
+    """1-based line of every mapping key and value, sequence item, by data path."""
+
+    def __init__(self, root: Any) -> None:
+        self._values: dict[PathKey, int] = {}
+        self._keys: dict[PathKey, int] = {}
+        self._visited: set[int] = set()
+        if root is not None:
+            self._walk(root, ())
+
+    def _walk(self, node: Any, at: PathKey) -> None:
+        self._values[at] = node.start_mark.line + 1
+        # Aliases share nodes, even recursively ("&a [*a]"): index each node once, under its anchor.
+        if id(node) in self._visited:
+            return
+        self._visited.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode):
+                    self._keys[(*at, key.value)] = key.start_mark.line + 1
+                    self._walk(value, (*at, key.value))
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                self._walk(item, (*at, index))
+
+    def line(self, at: PathKey) -> int:
+        """The line of the value at ``at``, or of its nearest ancestor that exists in the file."""
+        for end in range(len(at), -1, -1):
+            if at[:end] in self._values:
+                return self._values[at[:end]]
+        return 1
+
+    def key_line(self, at: PathKey) -> int:
+        return self._keys.get(at) or self.line(at)
+
+
+def _schema_errors(err: Any, path: Path, lines: _LineIndex) -> Iterator[Problem]:
+    at: PathKey = tuple(err.absolute_path)
+    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+        # Point at each unknown key itself rather than at the start of its feed.
+        known = sorted(err.schema.get("properties", {}))
+        unknown = [key for key in err.instance if key not in known]
+        for key in unknown:
+            where = (*at, str(key))
+            line = lines.key_line(where)
+            yield where, line, f"{path}:{line}: {_dotted(where)}: unknown field (allowed: {', '.join(known)})"
+        if unknown:
+            return
+    message = err.message
+    if len(message) > 300:  # a type error on a whole list would repeat the list
+        message = message[:300] + "…"
+    if err.validator == "type" and isinstance(err.instance, bool) and err.validator_value == "string":
+        message += " (YAML reads yes/no/on/off unquoted as booleans: quote the value)"
+    line = lines.line(at)
+    yield at, line, f"{path}:{line}: {_dotted(at)}: {message}"
+
+
+def _duplicates(feeds: list[Any], path: Path, lines: _LineIndex, broken: set[PathKey]) -> Iterator[Problem]:
+    """Repeated ids and URLs; ``broken`` paths already failed the schema and are not checked again."""
+    first_id: dict[str, int] = {}
+    first_url: dict[str, tuple[str, int]] = {}
+    for index, entry in enumerate(feeds):
+        if not isinstance(entry, dict):
+            continue
+        feed_id, url = entry.get("id"), entry.get("url")
+        at: PathKey = ("feeds", index, "id")
+        if isinstance(feed_id, str) and at not in broken:
+            line = lines.line(at)
+            if feed_id in first_id:
+                message = f"duplicate id {feed_id!r}, first declared at line {first_id[feed_id]}"
+                yield at, line, f"{path}:{line}: {_dotted(at)}: {message}"
+            else:
+                first_id[feed_id] = line
+        at = ("feeds", index, "url")
+        if isinstance(url, str) and at not in broken:
+            line = lines.line(at)
+            # The schema cannot see a bad port or host; canonical_url can.
+            try:
+                key = canonical_url(url)
+            except ValueError as err:
+                yield at, line, f"{path}:{line}: {_dotted(at)}: {err}"
+                continue
+            # Two entries for one feed would poll it twice and credit its items to either id.
+            if key in first_url:
+                other, other_line = first_url[key]
+                yield at, line, f"{path}:{line}: {_dotted(at)}: the same feed as {other!r} at line {other_line}"
+            else:
+                first_url[key] = (str(feed_id), line)
+
+
+def _dotted(at: PathKey) -> str:
+    text = ""
+    for part in at:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _sort_key(at: PathKey) -> tuple[tuple[int, int, str], ...]:
+    return tuple((0, part, "") if isinstance(part, int) else (1, 0, part) for part in at)
+
+
+# --- feed documents -----------------------------------------------------------------------------
+
+# bozo flags feedparser raises on documents it read perfectly well: a charset it had to override,
+# or a feed served as text/html. Many Arabic outlets do both on every poll.
+_BENIGN_BOZO = (feedparser.CharacterEncodingOverride, feedparser.NonXMLContentType)
+_LATIN_CODECS = frozenset({"iso8859-1", "cp1252", "iso8859-15", "ascii"})  # codecs.lookup names
+_XML_ENCODING_RE = re.compile(rb"""^\s*<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._:-]+)["']""")
+
+
+def parse_feed(
+    content: bytes,
+    headers: Mapping[str, str],
+    *,
+    feed: FeedConfig,
+    fetched_at: datetime,
+    max_items: int = 500,
+) -> list[FeedItem]:
+    """The items of one fetched feed document, newest first as the feed lists them.
+
+    ``headers`` are the response headers (any case); the charset they declare is honoured unless
+    it plainly mislabels Arabic bytes. Links are resolved against the feed URL; items without an
+    http(s) link are skipped, at most ``max_items`` returned. Repeated links are all returned: the
+    cycle merges them by canonical URL and counts the merges in its summary. A
+    publication time later than ``fetched_at`` (an aware datetime) is clamped to it.
+
+    Raises:
+        FeedError: the document is empty, an HTML page, not a feed, or too broken to yield any entry.
+    """
+    if fetched_at.tzinfo is None:
+        raise ValueError("fetched_at must be timezone-aware")
+    if not content.strip():
+        raise FeedError("empty response", url=feed.url, feed_id=feed.id)
+
+    lowered = {name.lower(): value for name, value in headers.items()}
+    # Relative links resolve against the document's location; feedparser only knows it from here.
+    lowered["content-location"] = urljoin(feed.url, lowered.get("content-location", ""))
+    result = _parse_decoded(content, lowered)
+
+    problem = result.get("bozo_exception") if result.get("bozo") else None
+    if isinstance(problem, _BENIGN_BOZO):
+        problem = None
+    if not result.entries:
+        if not result.get("version") and _looks_like_html(content, lowered.get("content-type", "")):
+            raise FeedError("returned an HTML page, not a feed", url=feed.url, feed_id=feed.id)
+        if problem is not None:
+            raise FeedError(f"malformed feed, no entries recoverable: {problem}", url=feed.url, feed_id=feed.id)
+        if not result.get("version"):
+            raise FeedError("not an RSS, Atom or RDF feed", url=feed.url, feed_id=feed.id)
+        return []  # a well-formed feed with nothing in it right now
+    if problem is not None:
+        log.warning("feed.malformed", feed=feed.id, url=feed.url, reason=str(problem))
+
+    items: list[FeedItem] = []
+    for entry in result.entries:
+        if len(items) >= max_items:
+            break
+        item = _item(entry, feed, fetched_at.astimezone(UTC))
+        if item is not None:
+            items.append(item)
+    return items
+
+
+def _parse_decoded(content: bytes, headers: dict[str, str]) -> Any:
+    # BytesIO, not the bytes: feedparser tries open() on a bytes argument first, so a body reading
+    # "/etc/passwd" would be parsed from the local disk.
+    result = feedparser.parse(io.BytesIO(content), response_headers=headers)
+    if _codec_name(result.get("encoding")) not in _LATIN_CODECS or not _is_mojibake(_text_of(result)):
+        return result
+    for charset in _charset_candidates(content):
+        try:
+            content.decode(charset)
+        except (UnicodeDecodeError, LookupError):
+            continue
+        retry = feedparser.parse(io.BytesIO(content), response_headers=_with_charset(headers, charset))
+        if retry.entries and not _is_mojibake(_text_of(retry)):
+            return retry
+    return result
+
+
+def _is_mojibake(text: str) -> bool:
+    """Whether ``text`` reads like Arabic bytes decoded as Latin-1 or Windows-1252.
+
+    Servers label Windows-1256 (and sometimes UTF-8) feeds ``charset=ISO-8859-1``; feedparser obeys
+    and every Arabic letter becomes one or two of "ÇáÍ" / "Ø§Ù". Real Latin text has a few accented
+    letters among plain ones; this has little else, so a share of letters in U+00C0-U+00FF above a
+    third is taken as the sign to decode again.
+    """
+    letters = [char for char in text if char.isalpha()]
+    if len(letters) < 4:
+        return False
+    high = sum(1 for char in letters if "\u00c0" <= char <= "\u00ff")
+    return high * 3 > len(letters)
+
+
+def _charset_candidates(content: bytes) -> list[str]:
+    # UTF-8 first: a strict UTF-8 decode of Arabic text almost never succeeds by accident, while
+    # Windows-1256 decodes any bytes at all. Then what the document itself declares.
+    candidates = ["utf-8"]
+    declared = _XML_ENCODING_RE.match(content[:512])
+    if declared:
+        name = declared.group(1).decode("ascii")
+        if _codec_name(name) not in _LATIN_CODECS:
+            candidates.append(name)
+    candidates.append("windows-1256")
+    return list(dict.fromkeys(candidates))
+
+
+def _codec_name(name: str | None) -> str:
+    try:
+        return codecs.lookup(name or "").name
+    except LookupError:
+        return ""
+
+
+def _with_charset(headers: Mapping[str, str], charset: str) -> dict[str, str]:
+    media_type = headers.get("content-type", "application/xml").split(";")[0].strip()
+    return {**headers, "content-type": f"{media_type or 'application/xml'}; charset={charset}"}
+
+
+def _text_of(result: Any) -> str:
+    parts = [result.feed.get("title", "")]
+    for entry in result.entries[:50]:
+        parts.append(entry.get("title", ""))
+        parts.append(entry.get("summary", ""))
+    return " ".join(part for part in parts if isinstance(part, str))
+
+
+def _looks_like_html(content: bytes, content_type: str) -> bool:
+    if content_type.split(";")[0].strip().lower() in {"text/html", "application/xhtml+xml"}:
+        return True
+    head = content[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    return head.startswith(b"<!doctype html") or b"<html" in head
+
+
+def _item(entry: Any, feed: FeedConfig, fetched_at: datetime) -> FeedItem | None:
+    link = (entry.get("link") or "").strip()
+    if not link:
+        return None
+    url = urljoin(feed.url, link)
+    try:
+        canonical = canonical_url(url)
+    except ValueError:
+        return None  # mailto:, javascript:, a host-less link: nothing to fetch
+    # dict.get, not entry.get: feedparser answers "updated_parsed" with the published time when the
+    # entry has no update (a deprecated fallback), which would make every item look updated.
+    updated = _not_after(_utc(dict.get(entry, "updated_parsed")), fetched_at)
+    published = _not_after(_utc(dict.get(entry, "published_parsed")), fetched_at) or updated
+    return FeedItem(
+        feed_id=feed.id,
+        outlet=feed.outlet,
+        url=url,
+        canonical_url=canonical,
+        title=" ".join(_plain(entry.get("title_detail"), entry.get("title")).split()),  # one line
+        summary=_plain(entry.get("summary_detail"), entry.get("summary")),
+        content=_content(entry.get("content")),
+        author=_author(entry),
+        published_at=published,
+        language=feed.language,
+        updated_at=updated,
+    )
+
+
+def _not_after(when: datetime | None, limit: datetime) -> datetime | None:
+    # Many sites stamp local time as GMT, putting items hours in the future; "who ran it first"
+    # comparisons need times that have at least happened.
+    return min(when, limit) if when is not None else None
+
+
+def _utc(parsed: struct_time | None) -> datetime | None:
+    # feedparser's *_parsed values are already converted to UTC.
+    if parsed is None:
+        return None
+    try:
+        return datetime(*parsed[:6], tzinfo=UTC)
+    except (TypeError, ValueError):
+        return None
+
+
+def _author(entry: Any) -> str:
+    detail = entry.get("author_detail") or {}
+    name = detail.get("name") or entry.get("author") or ""
+    return " ".join(str(name).split())
+
+
+def _content(contents: Any) -> str:
+    # Some feeds carry the body twice (plain and HTML); the longest text is the fullest.
+    texts = [_plain(part, part.get("value")) for part in contents or []]
+    return max(texts, key=len, default="")
+
+
+def _plain(detail: Any, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        return ""
+    kind = (detail or {}).get("type", "text/html")
+    if kind in {"text/html", "application/xhtml+xml"}:
+        return html_to_text(value)
+    return _tidy(value)
+
+
+# --- HTML to text -------------------------------------------------------------------------------
+
+_BLOCK_TAGS = frozenset(
+    {
+        "address", "article", "aside", "blockquote", "dd", "div", "dl", "dt", "figcaption", "figure",
+        "footer", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "li", "main", "nav", "ol", "p",
+        "pre", "section", "table", "tbody", "thead", "tfoot", "tr", "ul",
+    }
+)  # fmt: skip
+_DROPPED_TAGS = ("script", "style", "noscript", "template", "iframe", "object")
+# A newline in HTML source is just a space; only the markup makes line and paragraph breaks.
+_SPACES = re.compile(r"\s+")
+
+
+def html_to_text(markup: str) -> str:
+    """Plain text of an HTML fragment: paragraphs separated by a blank line, ``<br>`` a line break."""
+    try:
+        root = lxml.html.fragment_fromstring(markup, create_parent="div")
+    except (lxml.etree.ParserError, ValueError):
+        return _tidy(markup)
+    junk = (*_DROPPED_TAGS, lxml.etree.Comment, lxml.etree.ProcessingInstruction)
+    for dropped in list(root.iter(*junk)):
+        if dropped is not root:
+            dropped.drop_tree()
+    parts: list[str] = []
+    # iterwalk rather than recursion: a hostile feed can nest thousands of elements.
+    for event, element in lxml.etree.iterwalk(root, events=("start", "end")):
+        tag = element.tag if isinstance(element.tag, str) else ""
+        if event == "start":
+            if tag in _BLOCK_TAGS:
+                parts.append("\n\n")
+            elif tag == "br":
+                parts.append("\n")
+            if tag:
+                parts.append(_SPACES.sub(" ", element.text or ""))
+        else:
+            if tag in _BLOCK_TAGS:
+                parts.append("\n\n")
+            if element is not root:
+                parts.append(_SPACES.sub(" ", element.tail or ""))
+    return _tidy("".join(parts))
+
+
+def _tidy(text: str) -> str:
+    """Spaces collapsed within lines; runs of blank lines become one paragraph break."""
+    lines = [" ".join(line.split()) for line in text.replace("\r", "\n").split("\n")]
+    paragraphs: list[str] = []
+    current: list[str] = []
+    for line in lines:
+        if line:
+            current.append(line)
+        elif current:
+            paragraphs.append("\n".join(current))
+            current = []
+    if current:
+        paragraphs.append("\n".join(current))
+    return "\n\n".join(paragraphs)

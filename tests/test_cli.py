@@ -1,0 +1,134 @@
+"""The commands a user types, run as subprocesses: the README's first command's `demo`, `run` with and
+without ES_URL, `search`, `feeds`, and the exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.demo.server import SiteServer
+from pipeline.demo.site import build_site, demo_feeds, expectations
+from pipeline.settings import PROJECT_ROOT
+
+INDEXED = {"indexed", "feed_fallback"}
+
+
+def cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 240
+) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("ES_", "FEEDS_", "DATA_DIR"))}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd or PROJECT_ROOT,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.fixture
+def demo_site() -> Iterator[SiteServer]:
+    server = SiteServer().start()
+    server.resources = build_site(server.base_url)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def feeds_file(demo_site: SiteServer, tmp_path: Path) -> Path:
+    path = tmp_path / "feeds.yaml"
+    path.write_text(yaml.safe_dump({"feeds": demo_feeds(demo_site.base_url)}, allow_unicode=True))
+    return path
+
+
+def noida_processes(data_dir: Path) -> list[str]:
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if "noida-db" in line and str(data_dir) in line]
+
+
+def test_demo_runs_a_full_cycle_and_finds_the_seed_topic(tmp_path: Path) -> None:
+    result = cli("demo", "--json", env={"DATA_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    wanted = sum(1 for e in expectations() if e.outcome in INDEXED)
+    assert data["summary"]["indexed"] == wanted
+    seed_titles = {e.title for e in expectations() if e.topic == "seed" and e.outcome in INDEXED}
+    hits = data["search"]["hits"]
+    assert hits and all(h["title"] in seed_titles for h in hits[:3])
+    assert not noida_processes(tmp_path), "the embedded server outlived the command"
+    # Human output too: the summary table and the search.
+    text = cli("demo", env={"DATA_DIR": str(tmp_path)})
+    assert text.returncode == 0 and "Run summary" in text.stdout and "Search for the seed topic" in text.stdout
+
+
+def test_run_on_the_embedded_default_then_search_it(feeds_file: Path, tmp_path: Path) -> None:
+    env = {"DATA_DIR": str(tmp_path / "data"), "FEEDS_FILE": str(feeds_file), "ALLOW_PRIVATE_HOSTS": "1"}
+    first = cli("run", "--json", env=env)
+    assert first.returncode == 0, first.stderr
+    summary = json.loads(first.stdout)
+    assert summary["indexed"] == sum(1 for e in expectations() if e.outcome in INDEXED)
+    assert (tmp_path / "data" / "es").is_dir()  # the index lives under DATA_DIR
+    again = json.loads(cli("run", "--json", env=env).stdout)
+    assert again["indexed"] == 0 and again["feeds_not_modified"] == summary["feeds_total"]
+    found = cli("search", "حزب الله", "--json", "--sort", "newest", env=env)
+    assert found.returncode == 0, found.stderr
+    hits = json.loads(found.stdout)["hits"]
+    assert hits and all(
+        "حزب الله"
+        in (h["title"] + " ".join(h["highlight"].get("body", []))).replace("<mark>", "").replace("</mark>", "")
+        for h in hits
+    )
+    dates = [h["published_at"] for h in hits]
+    assert dates == sorted(dates, reverse=True)
+    health = json.loads(cli("feeds", "--json", env=env).stdout)
+    assert {h["feed"] for h in health} == {f["id"] for f in demo_feeds("x")} and all(
+        h["status"] == "ok" for h in health
+    )
+    assert not noida_processes(tmp_path)
+
+
+def test_run_against_an_existing_cluster_with_es_url(feeds_file: Path, es_url: str, alias: str, tmp_path: Path) -> None:
+    env = {
+        "ES_URL": es_url,
+        "ES_INDEX": alias,
+        "FEEDS_FILE": str(feeds_file),
+        "ALLOW_PRIVATE_HOSTS": "1",
+        "DATA_DIR": str(tmp_path),
+    }
+    result = cli("run", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["indexed"] > 0
+    assert not (tmp_path / "es").exists()  # no embedded server was started
+
+
+def test_private_feeds_are_refused_by_default(feeds_file: Path, tmp_path: Path) -> None:
+    result = cli("run", "--json", env={"DATA_DIR": str(tmp_path), "FEEDS_FILE": str(feeds_file)})
+    assert result.returncode == 0  # the run happened; every feed failed and says why
+    summary = json.loads(result.stdout)
+    assert summary["reached_no_feed"] and summary["indexed"] == 0
+    assert all("non-public" in f["reason"] for f in summary["failed_feeds"])
+    human = cli("run", env={"DATA_DIR": str(tmp_path), "FEEDS_FILE": str(feeds_file)})
+    assert "python -m pipeline demo" in human.stdout
+
+
+def test_bad_configuration_exits_1_with_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "feeds.yaml"
+    bad.write_text("feeds:\n  - id: x\n    url: ftp://nope\n    outlet: س\n")
+    result = cli("run", env={"FEEDS_FILE": str(bad), "DATA_DIR": str(tmp_path)})
+    assert result.returncode == 1
+    assert f"{bad}:3" in result.stderr and "url" in result.stderr
+    unreachable = cli("run", env={"ES_URL": "http://127.0.0.1:9", "DATA_DIR": str(tmp_path)})
+    assert unreachable.returncode == 1 and "does not answer" in unreachable.stderr
+    wrong = cli("run", env={"LANGUAGES": "arabic", "DATA_DIR": str(tmp_path)})
+    assert wrong.returncode == 1 and "LANGUAGES" in wrong.stderr
+    assert cli("search").returncode == 2  # usage error: no query

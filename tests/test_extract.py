@@ -1,0 +1,119 @@
+"""Decoding and extraction of pages, and the fallback to the feed's own text."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from pipeline.errors import ExtractError, LanguageRejected
+from pipeline.extract import build_article, decode_html, process_page
+from pipeline.records import FeedItem
+
+PARAS = [
+    "أعلنت وزارة الخارجية في دمشق أن وفداً رسمياً سيتوجه إلى موسكو الأسبوع المقبل لبحث ملفات التعاون العسكري.",
+    "وقال المتحدث باسم الوزارة إن المحادثات ستتناول تنسيق العمليات الجوية وتبادل المعلومات بين البلدين.",
+    "ويأتي ذلك بعد أيام من تصريحات لمسؤولين روس أكدوا فيها استمرار الدعم للحكومة السورية في المرحلة المقبلة.",
+]
+BOILER = "جميع الحقوق محفوظة لموقع المثال الإخباري"
+
+
+def page(paras: list[str], *, charset: str = "utf-8", comments: str = "") -> str:
+    body = "".join(f"<p>{p}</p>" for p in paras)
+    return (
+        f'<html lang="ar" dir="rtl"><head><meta charset="{charset}"><title>خبر</title>'
+        '<meta property="article:published_time" content="2025-10-02T07:30:00+03:00"></head><body>'
+        '<nav><a href="/">الرئيسية</a> <a href="/syria">سوريا</a> <a href="/world">العالم</a></nav>'
+        f"<article><h1>وفد سوري إلى موسكو</h1>{body}</article>{comments}"
+        f"<footer><p>{BOILER}</p></footer></body></html>"
+    )
+
+
+def item(**kw: object) -> FeedItem:
+    base: dict[str, object] = dict(
+        feed_id="f",
+        outlet="المثال",
+        url="https://example.org/a/1",
+        canonical_url="https://example.org/a/1",
+        title="وفد سوري إلى موسكو",
+    )
+    base.update(kw)
+    return FeedItem(**base)  # type: ignore[arg-type]
+
+
+NOW = datetime(2025, 10, 2, 12, 0, tzinfo=UTC)
+
+
+def test_mislabelled_cp1256_page_decodes_exactly() -> None:
+    raw = page(PARAS, charset="windows-1256").encode("cp1256")
+    assert PARAS[0] in decode_html(raw, "text/html; charset=ISO-8859-1")
+    assert PARAS[0] in decode_html(raw, "text/html")  # no header: the meta charset decides
+    assert PARAS[0] in decode_html(raw, "")
+
+
+def test_utf8_with_bom_and_undeclared_utf8() -> None:
+    raw = page(PARAS).encode("utf-8")
+    assert decode_html(b"\xef\xbb\xbf" + raw, "text/html; charset=windows-1256").startswith("<html")
+    assert PARAS[1] in decode_html(raw.replace(b'<meta charset="utf-8">', b""), "text/html")
+
+
+def test_body_is_extracted_without_chrome_or_comments() -> None:
+    comments = '<section id="comments"><div class="comment"><p>تعليق قارئ: هذا كلام غير دقيق أبداً</p></div></section>'
+    article = build_article(
+        item(),
+        html=page(PARAS, comments=comments),
+        final_url="https://example.org/a/1",
+        fetched_at=NOW,
+        languages=("ar",),
+        min_chars=100,
+    )
+    assert all(p in article.body for p in PARAS)
+    assert BOILER not in article.body and "تعليق قارئ" not in article.body
+    assert article.body_source == "page" and article.language == "ar"
+    # No date in the feed: the page's article:published_time, in UTC.
+    assert article.published_at == datetime(2025, 10, 2, 4, 30, tzinfo=UTC)
+
+
+def test_feed_date_wins_and_fetch_time_is_last_resort() -> None:
+    feed_time = datetime(2025, 10, 1, 20, 0, tzinfo=UTC)
+    a = build_article(
+        item(published_at=feed_time), html=page(PARAS), final_url="u", fetched_at=NOW, languages=("ar",), min_chars=100
+    )
+    assert a.published_at == feed_time
+    bare = page(PARAS).replace('<meta property="article:published_time" content="2025-10-02T07:30:00+03:00">', "")
+    b = build_article(item(), html=bare, final_url="u", fetched_at=NOW, languages=("ar",), min_chars=100)
+    assert b.published_at == NOW
+
+
+def test_empty_page_falls_back_to_the_feed_content() -> None:
+    shell = '<html><body><div id="root"></div><script>render()</script></body></html>'
+    full = "\n\n".join(PARAS)  # parse_feed hands over the entry's text as plain paragraphs
+    a = build_article(item(content=full), html=shell, final_url="u", fetched_at=NOW, languages=("ar",), min_chars=100)
+    assert a.body_source == "feed" and a.body == full
+
+
+def test_no_body_anywhere_is_an_extract_error() -> None:
+    with pytest.raises(ExtractError, match="feed entry holds"):
+        build_article(item(summary="سطر واحد"), html=None, final_url="u", fetched_at=NOW, languages=("ar",))
+
+
+def test_english_page_is_rejected_with_its_language() -> None:
+    english = [
+        "Officials in Damascus said a delegation will travel to Moscow next week for talks on military "
+        "cooperation, according to a statement released on Thursday by the foreign ministry."
+    ] * 3
+    with pytest.raises(LanguageRejected) as info:
+        build_article(
+            item(title="Delegation to Moscow"),
+            html=page(english),
+            final_url="u",
+            fetched_at=NOW,
+            languages=("ar",),
+            min_chars=100,
+        )
+    assert info.value.language == "en"
+
+
+def test_worker_returns_errors_instead_of_raising() -> None:
+    result = process_page(item(), b"\x00\x01garbage", "text/html", "u", NOW, ("ar",), 200, 2000)
+    assert isinstance(result, ExtractError)

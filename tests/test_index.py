@@ -1,0 +1,162 @@
+"""Index set-up and bulk writes against the real embedded server, including a fault-injecting proxy
+that answers 429 the way a busy Elasticsearch does."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+from elasticsearch import Elasticsearch
+
+from pipeline import index
+from pipeline.errors import IndexingError
+from pipeline.records import Article
+from pipeline.settings import Settings
+
+
+def make_article(n: int, outlet: str = "صوت الشام") -> Article:
+    now = datetime(2025, 10, 3, 9, 0, tzinfo=UTC)
+    return Article(
+        url=f"https://example.org/news/{n}",
+        canonical_url=f"https://example.org/news/{n}",
+        feed_id="f",
+        outlet=outlet,
+        title=f"عنوان الخبر رقم {n}",
+        body=f"نص الخبر رقم {n} عن الغارات الروسية في سوريا",
+        summary="",
+        author=None,
+        published_at=now,
+        fetched_at=now,
+        language="ar",
+        content_hash=f"h{n}",
+        word_count=8,
+    )
+
+
+def test_set_up_is_idempotent_and_puts_the_alias_over_a_backing_index(es: Elasticsearch, alias: str) -> None:
+    index.ensure_indices(es, alias)
+    index.ensure_indices(es, alias)
+    aliases = es.indices.get_alias(name=alias)
+    assert list(aliases) == [f"{alias}-000001"]
+    assert aliases[f"{alias}-000001"]["aliases"][alias]["is_write_index"] is True
+    mapping = es.indices.get_mapping(index=alias)[f"{alias}-000001"]["mappings"]
+    assert mapping["dynamic"] == "strict"
+    assert mapping["properties"]["body"]["analyzer"] == "arabic"
+
+
+def test_an_index_squatting_on_the_alias_name_is_a_clear_error(es: Elasticsearch, alias: str) -> None:
+    es.indices.create(index=alias)
+    try:
+        with pytest.raises(IndexingError, match="is an index, not an alias"):
+            index.ensure_indices(es, alias)
+    finally:
+        es.indices.delete(index=alias)
+
+
+def test_bulk_reports_a_bad_document_and_keeps_the_rest(es: Elasticsearch, alias: str) -> None:
+    index.ensure_indices(es, alias)
+    good = [make_article(n) for n in range(5)]
+    actions = list(index.article_actions(alias, good))
+    actions.insert(2, {"_op_type": "index", "_index": alias, "_id": "bad", "_source": {"not_a_field": 1}})
+    result = index.bulk_write(es, actions)
+    es.indices.refresh(index=alias)
+    assert sorted(result.ok) == sorted(a.id for a in good)
+    assert [doc_id for doc_id, _ in result.failed] == ["bad"]
+    assert es.count(index=alias)["count"] == 5
+
+
+def test_rewriting_the_same_articles_does_not_duplicate_them(es: Elasticsearch, alias: str) -> None:
+    index.ensure_indices(es, alias)
+    articles = [make_article(n) for n in range(3)]
+    index.bulk_write(es, index.article_actions(alias, articles))
+    index.bulk_write(es, index.article_actions(alias, articles))
+    es.indices.refresh(index=alias)
+    assert es.count(index=alias)["count"] == 3
+
+
+class _Busy429Proxy:
+    """Forwards to the real server, but answers the first ``busy`` bulk requests with 429."""
+
+    def __init__(self, upstream: str, busy: int) -> None:
+        self.busy = busy
+        self.bulk_calls = 0
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                return
+
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                if "_bulk" in self.path:
+                    proxy.bulk_calls += 1
+                    if proxy.bulk_calls <= proxy.busy:
+                        payload = (
+                            b'{"error":{"type":"es_rejected_execution_exception","reason":"queue full"},"status":429}'
+                        )
+                        self.send_response(429)
+                        self.send_header("Content-Type", "application/json")
+                        self.send_header("Content-Length", str(len(payload)))
+                        self.end_headers()
+                        self.wfile.write(payload)
+                        return
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                resp = httpx.request(self.command, upstream + self.path, content=body, headers=headers, timeout=30)
+                self.send_response(resp.status_code)
+                for k, v in resp.headers.items():
+                    if k.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(resp.content)))
+                self.end_headers()
+                self.wfile.write(resp.content)
+
+            do_GET = do_POST = do_PUT = do_HEAD = do_DELETE = _forward  # noqa: N815
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def busy_proxy(es_url: str) -> Iterator[_Busy429Proxy]:
+    proxy = _Busy429Proxy(es_url, busy=2)
+    yield proxy
+    proxy.close()
+
+
+def test_bulk_retries_429_and_indexes_everything_once(busy_proxy: _Busy429Proxy, es: Elasticsearch, alias: str) -> None:
+    index.ensure_indices(es, alias)
+    client = index.connect(Settings(), busy_proxy.url)
+    articles = [make_article(n) for n in range(20)]
+    result = index.bulk_write(client, index.article_actions(alias, articles))
+    es.indices.refresh(index=alias)
+    assert len(result.ok) == 20 and not result.failed
+    assert busy_proxy.bulk_calls >= 3  # two refusals, then the batch went through
+    assert es.count(index=alias)["count"] == 20
+
+
+def test_unreachable_cluster_is_an_indexing_error() -> None:
+    with pytest.raises(IndexingError, match="does not answer"):
+        index.connect(Settings(), "http://127.0.0.1:9")
+
+
+def test_search_finds_arabic_forms_and_highlights(es: Elasticsearch, alias: str) -> None:
+    index.ensure_indices(es, alias)
+    index.bulk_write(es, index.article_actions(alias, [make_article(1), make_article(2, outlet="بوابة النيل")]))
+    es.indices.refresh(index=alias)
+    resp = index.search_articles(es, alias, "الغارة الروسية", size=5)
+    assert resp["hits"]["total"]["value"] == 2
+    assert any("<mark>" in frag for hit in resp["hits"]["hits"] for frag in hit.get("highlight", {}).get("body", []))
+    only = index.search_articles(es, alias, "سوريا", outlet="بوابة النيل")
+    assert [h["_source"]["outlet"] for h in only["hits"]["hits"]] == ["بوابة النيل"]
