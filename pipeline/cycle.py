@@ -7,34 +7,23 @@ index stops the run.
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import (
-    Executor,
-    Future,
-    ProcessPoolExecutor,
-    ThreadPoolExecutor,
-    as_completed,
-)
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from elasticsearch import Elasticsearch
 
-from pipeline import index, log
-from pipeline.dedup import drop_exact_duplicates, unique_items
-from pipeline.errors import FetchError, LanguageRejected, PipelineError
-from pipeline.extract import process_page
+from pipeline import flow, index, log
+from pipeline.dedup import drop_exact_duplicates
+from pipeline.errors import LanguageRejected
 from pipeline.fetch import Fetcher
-from pipeline.poll import PollResult, poll_all
+from pipeline.poll import PollResult
 from pipeline.records import Article, FeedConfig, FeedItem, iso
 from pipeline.settings import Settings
 
 _log = log.get(__name__)
-PAGE_ACCEPT = "text/html,application/xhtml+xml;q=0.9,*/*;q=0.5"
 # Outcomes after which an item is never downloaded again (unless its feed entry says it was updated).
 FINAL = {"indexed", "duplicate", "language"}
 
@@ -88,14 +77,6 @@ class _Outcome:
     reason: str = ""
 
 
-def _pool(settings: Settings, jobs: int) -> Executor:
-    workers = settings.extract_workers or os.cpu_count() or 1
-    if workers <= 1 or jobs < 2 * workers:
-        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="extract")  # not worth new processes
-    # spawn, not fork: the parent runs HTTP threads, and forking a threaded process can deadlock.
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
-
-
 def select_new(
     es: Elasticsearch, alias: str, items: Sequence[FeedItem], *, max_attempts: int
 ) -> tuple[list[FeedItem], dict[str, int]]:
@@ -120,54 +101,6 @@ def select_new(
     return fresh, attempts
 
 
-def _download(fetcher: Fetcher, item: FeedItem) -> tuple[FeedItem, bytes | None, str, str, datetime, str]:
-    fetched_at = datetime.now(UTC)
-    try:
-        resp = fetcher.get(item.url, feed_id=item.feed_id, accept=PAGE_ACCEPT)
-        return item, resp.content, resp.headers.get("content-type", ""), resp.final_url, fetched_at, ""
-    except FetchError as err:
-        return item, None, "", item.url, fetched_at, f"{type(err).__name__}: {err}"
-
-
-def process_items(
-    settings: Settings,
-    fetcher: Fetcher,
-    items: Sequence[FeedItem],
-    progress: Progress | None = None,
-) -> Iterator[tuple[FeedItem, Article | PipelineError, str]]:
-    """Download pages on threads and extract them on a process pool as they arrive. Yields
-    (item, article or the error that stopped it, the download error if the page could not be had)."""
-    total = len(items)
-    with (
-        ThreadPoolExecutor(max_workers=settings.fetch_workers, thread_name_prefix="fetch") as threads,
-        _pool(settings, total) as workers,
-    ):
-        extracting: dict[Future[Article | PipelineError], tuple[FeedItem, str]] = {}
-        for future in as_completed([threads.submit(_download, fetcher, item) for item in items]):
-            item, content, ctype, final_url, fetched_at, error = future.result()
-            if error:
-                _log.warning("fetch.failed", feed=item.feed_id, url=item.url, reason=error)
-            if progress:
-                progress("download", len(extracting) + 1, total)
-            job = workers.submit(
-                process_page,
-                item,
-                content,
-                ctype,
-                final_url,
-                fetched_at,
-                settings.languages,
-                settings.min_body_chars,
-                settings.lang_prefix_chars,
-            )
-            extracting[job] = (item, error)
-        for done, job in enumerate(as_completed(extracting), start=1):
-            if progress:
-                progress("extract", done, total)
-            item, error = extracting[job]
-            yield item, job.result(), error
-
-
 def run_cycle(
     settings: Settings,
     es: Elasticsearch,
@@ -190,27 +123,43 @@ def run_cycle(
     own_fetcher = fetcher is None
     fetcher = fetcher or Fetcher(settings)
     clock = _Clock(summary)
-    try:
-        polled = poll_all(
-            fetcher,
-            feeds,
-            states,
-            workers=settings.fetch_workers,
-            now=now,
-            on_done=_poll_progress(progress, len(feeds)),
-        )
-        _count_polls(summary, polled)
-        clock.lap("poll")
-        items, summary.items_same_url = unique_items(i for r in polled for i in r.items)
-        summary.items_seen = len(items) + summary.items_same_url
-        fresh, attempts = select_new(es, alias, items, max_attempts=settings.max_item_attempts)
-        summary.items_new = len(fresh)
-        summary.items_known = len(items) - len(fresh)
-        clock.lap("select")
+    feed_order = {feed.id: n for n, feed in enumerate(feeds)}
+    # canonical URL → (feed position, feed id, outlet) of the earliest-listed feed that carries it.
+    claimed: dict[str, tuple[int, str, str]] = {}
+    fresh: list[FeedItem] = []
+    rank: dict[str, int] = {}
+    attempts: dict[str, int] = {}
 
-        articles: list[Article] = []
-        outcomes: list[_Outcome] = []
-        for item, result, fetch_error in process_items(settings, fetcher, fresh, progress):
+    def admit(items: Sequence[FeedItem]) -> list[FeedItem]:
+        # Runs as each feed is parsed. A URL listed by two feeds is downloaded once, for the feed parsed
+        # first; the article is credited to the feed listed first in the feed list (fixed before indexing).
+        mine = []
+        for position, item in enumerate(items):
+            owner = (feed_order.get(item.feed_id, len(feeds)), item.feed_id, item.outlet)
+            if item.canonical_url in claimed:
+                summary.items_same_url += 1
+                claimed[item.canonical_url] = min(claimed[item.canonical_url], owner)
+                continue
+            claimed[item.canonical_url] = owner
+            rank[item.id] = feed_order.get(item.feed_id, len(feeds)) * 1_000_000 + position
+            mine.append(item)
+        summary.items_seen += len(items)
+        new, tried = select_new(es, alias, mine, max_attempts=settings.max_item_attempts)
+        attempts.update(tried)
+        summary.items_new += len(new)
+        summary.items_known += len(mine) - len(new)
+        fresh.extend(new)
+        return new
+
+    polled: dict[str, PollResult] = {}
+    articles: list[Article] = []
+    outcomes: list[_Outcome] = []
+    try:
+        for event in flow.stream(settings, fetcher, feeds, states, now=now, admit=admit, progress=progress):
+            if isinstance(event, flow.Polled):
+                polled[event.result.feed.id] = event.result
+                continue
+            item, result, fetch_error = event.item, event.result, event.fetch_error
             if fetch_error:
                 summary.pages_failed += 1
             else:
@@ -218,6 +167,7 @@ def run_cycle(
             if isinstance(result, Article):
                 summary.feed_fallbacks += result.body_source == "feed"
                 articles.append(result)
+                continue
             elif isinstance(result, LanguageRejected):
                 summary.skipped_language[result.language] = summary.skipped_language.get(result.language, 0) + 1
                 outcomes.append(_Outcome(item, "language", f"language {result.language}"))
@@ -229,13 +179,15 @@ def run_cycle(
                 _log.warning("extract.failed", feed=item.feed_id, url=item.url, reason=reason)
                 if len(summary.failures) < 50:
                     summary.failures.append({"feed": item.feed_id, "url": item.url, "reason": reason})
-        clock.lap("download+extract")
+        clock.lap("poll+download+extract")
     finally:
         if own_fetcher:
             fetcher.close()
+    articles = [_credit(a, claimed[a.canonical_url]) for a in articles]
+    ordered_polls = [polled[feed.id] for feed in feeds]
+    _count_polls(summary, ordered_polls)
 
     by_id = {item.id: item for item in fresh}
-    rank = {item.id: n for n, item in enumerate(fresh)}
     deduped = drop_exact_duplicates(articles, _indexed_hashes(es, alias, articles), rank=rank)
     summary.exact_duplicates = len(deduped.duplicates)
     for article, original in deduped.duplicates:
@@ -252,12 +204,19 @@ def run_cycle(
     outcomes.extend(_Outcome(by_id[doc_id], "indexed") for doc_id in result.ok)
 
     index.bulk_write(es, _seen_actions(alias, outcomes, attempts, now))
-    index.bulk_write(es, index.feed_state_actions(alias, [r.state for r in polled]))
+    index.bulk_write(es, index.feed_state_actions(alias, [r.state for r in ordered_polls]))
     index.refresh(es, alias)
     clock.lap("index")
     summary.seconds = round(time.monotonic() - started, 3)
     _log.info("run.summary", **{k: v for k, v in summary.to_dict().items() if k != "failures"})
     return summary
+
+
+def _credit(article: Article, owner: tuple[int, str, str]) -> Article:
+    _, feed_id, outlet = owner
+    if (article.feed_id, article.outlet) == (feed_id, outlet):
+        return article
+    return replace(article, feed_id=feed_id, outlet=outlet)
 
 
 class _Clock:
@@ -269,19 +228,6 @@ class _Clock:
         now = time.monotonic()
         self.summary.stage_seconds[stage] = round(now - self.last, 3)
         self.last = now
-
-
-def _poll_progress(progress: Progress | None, total: int) -> Callable[[PollResult], None] | None:
-    if progress is None:
-        return None
-    done = 0
-
-    def on_done(_: PollResult) -> None:
-        nonlocal done
-        done += 1
-        progress("poll", done, total)
-
-    return on_done
 
 
 def _count_polls(summary: RunSummary, polled: Sequence[PollResult]) -> None:

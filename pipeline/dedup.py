@@ -1,7 +1,7 @@
 """Exact deduplication, as the design states it.
 
-- One canonical URL is one article: items whose links differ only by tracking parameters, fragment or
-  host case collapse into one (the first in feed-list order).
+- One canonical URL is one article: its ``_id`` is a hash of the canonical URL, and the cycle downloads
+  each canonical URL once per run however many feeds or links carry it.
 - One outlet's identical normalised body under another URL is not indexed again (AMP copies, section
   re-listings). The same text from *different* outlets is kept: analysts compare who ran what, and the
   near-duplicate clustering groups them.
@@ -9,24 +9,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from pipeline.records import Article, FeedItem
-
-
-def unique_items(items: Iterable[FeedItem]) -> tuple[list[FeedItem], int]:
-    """Items with distinct canonical URLs (first kept), and how many were merged away."""
-    seen: set[str] = set()
-    out: list[FeedItem] = []
-    merged = 0
-    for item in items:
-        if item.canonical_url in seen:
-            merged += 1
-            continue
-        seen.add(item.canonical_url)
-        out.append(item)
-    return out, merged
+from pipeline.records import Article
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from pipeline import log
 from pipeline.errors import FeedError, FetchError, PipelineError, RateLimited
@@ -103,25 +101,3 @@ def poll_feed(fetcher: Fetcher, feed: FeedConfig, state: FeedState | None, *, no
             consecutive_failures=failed.consecutive_failures,
         )
         return PollResult(feed, failed, (), "failed", f"{type(err).__name__}: {err}")
-
-
-def poll_all(
-    fetcher: Fetcher,
-    feeds: Sequence[FeedConfig],
-    states: dict[str, FeedState],
-    *,
-    workers: int,
-    on_done: Callable[[PollResult], None] | None = None,
-    now: datetime | None = None,
-) -> list[PollResult]:
-    """Poll feeds concurrently (the fetcher bounds requests per host). Results in feed-list order."""
-    now = now or datetime.now(UTC)
-    results: dict[str, PollResult] = {}
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(feeds) or 1)), thread_name_prefix="poll") as pool:
-        futures = {pool.submit(poll_feed, fetcher, feed, states.get(feed.id), now=now): feed for feed in feeds}
-        for future in as_completed(futures):
-            result = future.result()
-            results[result.feed.id] = result
-            if on_done:
-                on_done(result)
-    return [results[feed.id] for feed in feeds]

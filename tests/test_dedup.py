@@ -5,9 +5,8 @@ from __future__ import annotations
 import itertools
 from datetime import UTC, datetime, timedelta
 
-from pipeline.dedup import drop_exact_duplicates, unique_items
-from pipeline.records import Article, FeedItem
-from pipeline.urls import canonical_url
+from pipeline.dedup import drop_exact_duplicates
+from pipeline.records import Article
 
 T0 = datetime(2025, 10, 3, 9, 0, tzinfo=UTC)
 
@@ -28,19 +27,6 @@ def art(url: str, outlet: str, text_hash: str, minutes: int = 0) -> Article:
         content_hash=text_hash,
         word_count=1,
     )
-
-
-def test_links_differing_by_tracking_parameters_are_one_item() -> None:
-    links = [
-        "https://Site.example/a/1?utm_source=rss&utm_medium=feed",
-        "https://site.example/a/1#comments",
-        "https://site.example/a/1",
-        "https://site.example/a/2",
-    ]
-    items = [FeedItem(feed_id="f", outlet="o", url=u, canonical_url=canonical_url(u)) for u in links]
-    unique, merged = unique_items(items)
-    assert [i.canonical_url for i in unique] == ["https://site.example/a/1", "https://site.example/a/2"]
-    assert merged == 2
 
 
 def test_same_text_same_outlet_is_dropped_but_other_outlets_keep_theirs() -> None:

@@ -675,12 +675,53 @@ def _bench_paragraphs(articles: list[_Item], i: int) -> tuple[str, ...]:
     return tuple(numbered)
 
 
-def bench_site(base_url: str, n: int) -> tuple[dict[str, Resource], list[dict]]:
+def _page_weight(articles: list[_Item], i: int, base_url: str) -> tuple[str, str]:
+    """Chrome that real news pages carry and the sample templates leave out: a mega-menu, inline
+    configuration scripts and styles, a "most read" box with teasers, a footer link farm. Returns (top,
+    bottom) to put inside <body>. About 100 KB of UTF-8, as heavy as a typical Arabic news page."""
+    titles = [a.title for a in articles]
+    teasers = [_sentences(a.paragraphs[0])[0] for a in articles]
+    style = (
+        "<style>"
+        + "".join(f".c{k}{{margin:{k % 9}px {k % 7}px;color:#{k * 2654435 % 0xFFFFFF:06x}}}" for k in range(500))
+        + "</style>"
+    )
+    menu = "".join(
+        f'<li><a href="{base_url}/section/{k}">{_esc(titles[(i + k) % len(titles)][:40])}</a></li>' for k in range(120)
+    )
+    config = json.dumps(
+        {
+            "ads": [
+                {"slot": f"div-gpt-{k}", "sizes": [[300, 250], [728, 90]], "targeting": {"section": k % 13, "page": i}}
+                for k in range(220)
+            ],
+            "analytics": {"id": f"UA-{i}", "dimensions": list(range(300))},
+        }
+    )
+    most_read = "".join(
+        f'<li class="c{k}"><a href="{base_url}/most-read/{(i + k) % 997}"><h3>{_esc(titles[(i + 3 * k) % len(titles)])}'
+        f"</h3><p>{_esc(teasers[(i + 5 * k) % len(teasers)])}</p></a></li>"
+        for k in range(30)
+    )
+    footer = "".join(
+        f'<a href="{base_url}/page/{k}">{_esc(titles[(i + 7 * k) % len(titles)][:30])}</a> ' for k in range(80)
+    )
+    top = f'{style}<header class="mega"><nav><ul class="menu">{menu}</ul></nav></header>'
+    bottom = (
+        f'<aside class="most-read"><h2>الأكثر قراءة</h2><ol>{most_read}</ol></aside>'
+        f'<script>window.__CONFIG__ = {config};</script><footer class="links">{footer}</footer>'
+    )
+    return top, bottom
+
+
+def bench_site(base_url: str, n: int, *, heavy: bool = True) -> tuple[dict[str, Resource], list[dict]]:
     """A site with ``n`` distinct article pages spread over feeds of about 100 items each.
 
     The corpus's Arabic articles are cycled through the six outlet templates with rotated, numbered
     paragraphs (plus one borrowed paragraph and a numbered closing line), so every page body differs.
-    Pages and feeds are all UTF-8. Returns (resources, feeds) with feeds shaped like ``demo_feeds``.
+    With ``heavy``, each page also carries about 100 KB of the chrome real news pages have (see
+    ``_page_weight``). Pages and feeds are all UTF-8. Returns (resources, feeds) with feeds shaped like
+    ``demo_feeds``.
     """
     if n < 1:
         raise ValueError("n must be at least 1")
@@ -735,6 +776,11 @@ def bench_site(base_url: str, n: int) -> tuple[dict[str, Resource], list[dict]]:
             neighbours = [items[(index + d) % len(items)] for d in (1, 2, 3) if len(items) > d]
             related = [(o.title, base_url + o.page_path) for o in neighbours]
             text = _render_page(outlet, item, base_url, related)
+            if heavy:
+                top, bottom = _page_weight(articles, int(item.slug.rsplit("/", 1)[1]), base_url)
+                head, sep, rest = text.partition("<body")
+                opening, gt, body = rest.partition(">")
+                text = head + sep + opening + gt + top + body.replace("</body>", bottom + "</body>", 1)
             site[item.page_path] = _html_resource(text, "utf-8")
         site[feed["path"]] = _render_feed(feed, outlet, items, base_url)
         feeds.append({"id": feed["id"], "url": base_url + feed["path"], "outlet": outlet["name_ar"], "language": "ar"})
