@@ -184,7 +184,7 @@ def demo(
         shutil.rmtree(demo_dir, ignore_errors=True)
         settings = base.with_(es_url=None, data_dir=demo_dir, allow_private_hosts=True, es_index="news-articles")
         with SiteServer() as site:
-            site.resources = build_site(site.base_url)
+            site.resources = dict(build_site(site.base_url))
             feeds = [FeedConfig(**f) for f in demo_feeds(site.base_url)]
             bar, update = _progress(not as_json)
             with open_index(settings) as es:
@@ -292,7 +292,7 @@ def feeds(
             states = index.load_feed_states(es, settings.es_index, [f.id for f in configured])
     except (ConfigError, IndexingError) as e:
         _fail(str(e))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for f in configured:
         s = states.get(f.id)
         rows.append(

@@ -195,13 +195,13 @@ def run_cycle(
         _log.info("dedup.exact", feed=article.feed_id, url=article.url, duplicate_of=original)
 
     clock.lap("dedup")
-    result = index.bulk_write(es, index.article_actions(alias, deduped.keep))
-    summary.indexed = len(result.ok)
-    summary.index_failed = len(result.failed)
-    for doc_id, reason in result.failed:
+    written = index.bulk_write(es, index.article_actions(alias, deduped.keep))
+    summary.indexed = len(written.ok)
+    summary.index_failed = len(written.failed)
+    for doc_id, reason in written.failed:
         outcomes.append(_Outcome(by_id[doc_id], "failed", f"index: {reason}"))
         _log.warning("index.failed", feed=by_id[doc_id].feed_id, url=by_id[doc_id].url, reason=reason)
-    outcomes.extend(_Outcome(by_id[doc_id], "indexed") for doc_id in result.ok)
+    outcomes.extend(_Outcome(by_id[doc_id], "indexed") for doc_id in written.ok)
 
     index.bulk_write(es, _seen_actions(alias, outcomes, attempts, now))
     index.bulk_write(es, index.feed_state_actions(alias, [r.state for r in ordered_polls]))
@@ -262,7 +262,7 @@ def _indexed_hashes(es: Elasticsearch, alias: str, articles: Sequence[Article]) 
             index=alias,
             query={"terms": {"content_hash": chunk}},
             size=10000,
-            source=["outlet", "content_hash", "published_at"],
+            source_includes=["outlet", "content_hash", "published_at"],
             sort=[{"published_at": {"order": "asc"}}],
         )
         for hit in resp["hits"]["hits"]:

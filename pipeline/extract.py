@@ -138,7 +138,8 @@ def extract_body(
     doc = trafilatura.bare_extraction(
         tree, url=url, include_comments=False, include_tables=True, with_metadata=False, config=_CONFIG
     )
-    meta["text"] = (doc.text if doc is not None else "") or ""
+    text = doc.get("text") if isinstance(doc, dict) else doc.text if doc is not None else None
+    meta["text"] = text or ""
     return meta
 
 

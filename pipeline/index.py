@@ -7,9 +7,10 @@ in ``<alias>-feeds`` and ``<alias>-seen``, so several workers (Airflow, or two r
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,9 @@ def connect(settings: Settings, url: str) -> Elasticsearch:
     if settings.es_api_key:
         kwargs["api_key"] = settings.es_api_key
     elif settings.es_user:
-        kwargs["basic_auth"] = (settings.es_user, settings.es_password or "")
+        # Encoded here as UTF-8: the client would encode as ASCII and crash on a password like "pässword".
+        token = f"{settings.es_user}:{settings.es_password or ''}".encode()
+        kwargs["basic_auth"] = base64.b64encode(token).decode("ascii")
     es = Elasticsearch(url, **kwargs)
     try:
         es.info()
@@ -66,7 +69,7 @@ class Names:
 
 
 def load_template(alias: str, path: Path = SCHEMAS / "index-template.json") -> dict[str, Any]:
-    raw = json.loads(path.read_text(encoding="utf-8"))
+    raw: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     raw.pop("_comment", None)
     raw["index_patterns"] = [p.replace("{alias}", alias) for p in raw["index_patterns"]]
     return raw
@@ -135,7 +138,7 @@ def get_many(
 
 def load_feed_states(es: Elasticsearch, alias: str, feed_ids: Sequence[str]) -> dict[str, FeedState]:
     found = get_many(es, Names(alias).feeds, feed_ids)
-    known = {f.name for f in FeedState.__dataclass_fields__.values()}  # type: ignore[attr-defined]
+    known = {f.name for f in fields(FeedState)}
     return {fid: FeedState(**{k: v for k, v in src.items() if k in known}) for fid, src in found.items()}
 
 

@@ -57,10 +57,10 @@ def poll_feed(fetcher: Fetcher, feed: FeedConfig, state: FeedState | None, *, no
             )
             return PollResult(feed, ok, (), "not_modified")
         body_hash = hashlib.sha256(resp.content).hexdigest()
-        validators = {"etag": resp.headers.get("etag"), "last_modified": resp.headers.get("last-modified")}
         ok = replace(
             attempt,
-            **validators,
+            etag=resp.headers.get("etag"),
+            last_modified=resp.headers.get("last-modified"),
             body_hash=body_hash,
             last_success=iso(now),
             consecutive_failures=0,

@@ -173,3 +173,17 @@ def test_tracking_parameters_make_no_second_article(
     for e in same:
         assert expected_url(demo_site, e) in docs
         assert "utm_" not in expected_url(demo_site, e)
+
+
+def test_retry_after_defers_the_feed_to_a_later_run(
+    demo_site: SiteServer, es: Elasticsearch, settings: Settings
+) -> None:
+    demo_site.resources["/busy/rss.xml"] = Resource(429, {"Retry-After": "3600", "Content-Type": "text/plain"}, b"")
+    busy = FeedConfig(id="busy", url=f"{demo_site.base_url}/busy/rss.xml", outlet="مزدحم")
+    first = run_cycle(settings, es, [busy])
+    assert first.feeds_failed == 1 and "retry after 3600" in first.failed_feeds[0]["reason"]
+    again = run_cycle(settings, es, [busy])
+    assert again.feeds_deferred == 1 and again.feeds_failed == 0
+    assert demo_site.count("/busy/rss.xml") == 1  # the second run did not ask before the hour was up
+    state = index.load_feed_states(es, settings.es_index, ["busy"])["busy"]
+    assert state.retry_after_until and state.consecutive_failures == 1

@@ -117,3 +117,17 @@ def test_english_page_is_rejected_with_its_language() -> None:
 def test_worker_returns_errors_instead_of_raising() -> None:
     result = process_page(item(), b"\x00\x01garbage", "text/html", "u", NOW, ("ar",), 200, 2000)
     assert isinstance(result, ExtractError)
+
+
+def test_author_and_title_come_from_the_page_when_the_feed_lacks_them() -> None:
+    html = page(PARAS).replace(
+        "<title>خبر</title>",
+        '<title>خبر</title><meta name="author" content="ليلى الحسن">'
+        '<meta property="og:title" content="وفد سوري رفيع إلى موسكو">',
+    )
+    a = build_article(item(title=""), html=html, final_url="u", fetched_at=NOW, languages=("ar",), min_chars=100)
+    assert a.author == "ليلى الحسن" and a.title == "وفد سوري رفيع إلى موسكو"
+    b = build_article(
+        item(author="مراسل الموقع"), html=html, final_url="u", fetched_at=NOW, languages=("ar",), min_chars=100
+    )
+    assert b.author == "مراسل الموقع" and b.title == "وفد سوري إلى موسكو"  # the feed's own values win

@@ -3,6 +3,7 @@ that answers 429 the way a busy Elasticsearch does."""
 
 from __future__ import annotations
 
+import base64
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -84,6 +85,7 @@ class _Busy429Proxy:
     def __init__(self, upstream: str, busy: int) -> None:
         self.busy = busy
         self.bulk_calls = 0
+        self.authorization: list[str] = []
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -93,6 +95,7 @@ class _Busy429Proxy:
                 return
 
             def _forward(self) -> None:
+                proxy.authorization.append(self.headers.get("Authorization", ""))
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 if "_bulk" in self.path:
@@ -160,3 +163,23 @@ def test_search_finds_arabic_forms_and_highlights(es: Elasticsearch, alias: str)
     assert any("<mark>" in frag for hit in resp["hits"]["hits"] for frag in hit.get("highlight", {}).get("body", []))
     only = index.search_articles(es, alias, "سوريا", outlet="بوابة النيل")
     assert [h["_source"]["outlet"] for h in only["hits"]["hits"]] == ["بوابة النيل"]
+
+
+@pytest.mark.parametrize(
+    ("settings_kw", "expected"),
+    [
+        ({"es_api_key": "a2V5OnNlY3JldA=="}, "ApiKey a2V5OnNlY3JldA=="),
+        (
+            {"es_user": "elastic", "es_password": "pässword"},
+            "Basic " + base64.b64encode("elastic:pässword".encode()).decode(),
+        ),
+    ],
+)
+def test_credentials_reach_the_cluster(es_url: str, settings_kw: dict[str, str], expected: str) -> None:
+    proxy = _Busy429Proxy(es_url, busy=0)
+    try:
+        client = index.connect(Settings(**settings_kw), proxy.url)  # type: ignore[arg-type]
+        client.count(index="*")
+        assert proxy.authorization and set(proxy.authorization) == {expected}
+    finally:
+        proxy.close()

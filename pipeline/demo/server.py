@@ -18,9 +18,12 @@ LAST_MODIFIED = "Wed, 01 Oct 2025 08:00:00 GMT"
 
 
 class ResourceLike(Protocol):
-    status: int
-    headers: dict[str, str]
-    body: bytes
+    @property
+    def status(self) -> int: ...
+    @property
+    def headers(self) -> dict[str, str]: ...
+    @property
+    def body(self) -> bytes: ...
 
 
 Handler = Callable[[BaseHTTPRequestHandler], None]

@@ -608,7 +608,7 @@ def build_site(base_url: str) -> dict[str, Resource]:
     return site
 
 
-def demo_feeds(base_url: str) -> list[dict]:
+def demo_feeds(base_url: str) -> list[dict[str, Any]]:
     """The feed list as mappings {id, url, outlet, language} (same shape as seeds/feeds.yaml entries)."""
     base_url = base_url.rstrip("/")
     corpus = _corpus()
@@ -714,7 +714,7 @@ def _page_weight(articles: list[_Item], i: int, base_url: str) -> tuple[str, str
     return top, bottom
 
 
-def bench_site(base_url: str, n: int, *, heavy: bool = True) -> tuple[dict[str, Resource], list[dict]]:
+def bench_site(base_url: str, n: int, *, heavy: bool = True) -> tuple[dict[str, Resource], list[dict[str, Any]]]:
     """A site with ``n`` distinct article pages spread over feeds of about 100 items each.
 
     The corpus's Arabic articles are cycled through the six outlet templates with rotated, numbered
@@ -731,12 +731,12 @@ def bench_site(base_url: str, n: int, *, heavy: bool = True) -> tuple[dict[str, 
     articles = [a for a in articles if a.page != "amp"]
     outlet_ids = list(corpus.outlets)
     site: dict[str, Resource] = {}
-    feeds: list[dict] = []
+    feeds: list[dict[str, Any]] = []
     for k, start in enumerate(range(0, n, _BENCH_FEED_SIZE)):
         outlet_id = outlet_ids[k % len(outlet_ids)]
         outlet = {**corpus.outlets[outlet_id], "page_encoding": "utf-8"}
         fmt = "atom" if outlet_id == "almanara" else "rss"
-        feed = {
+        feed: dict[str, Any] = {
             "id": f"bench-{outlet_id}-{k + 1:03d}",
             "outlet": outlet_id,
             "path": f"{outlet['prefix']}/bench/feed-{k + 1:03d}.xml",
