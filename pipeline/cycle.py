@@ -62,7 +62,7 @@ class RunSummary:
 
     @property
     def reached_no_feed(self) -> bool:
-        return self.feeds_total > 0 and self.feeds_ok + self.feeds_not_modified == 0
+        return self.feeds_total > 0 and self.feeds_failed == self.feeds_total
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -89,8 +89,11 @@ def select_new(
     attempts: dict[str, int] = {}
     for item in items:
         record = seen.get(item.id, {})
-        updated_before = record.get("updated_at")
-        updated = bool(item.updated_at and updated_before and iso(item.updated_at) > updated_before)
+        before = record.get("updated_at")
+        # The entry says it changed since we took it (or says so for the first time): take it again.
+        updated = (
+            item.updated_at is not None and bool(record) and (before is None or (iso(item.updated_at) or "") > before)
+        )
         if item.id in indexed or record.get("outcome") in FINAL:
             if not updated:
                 continue

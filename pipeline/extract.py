@@ -7,6 +7,10 @@
 from __future__ import annotations
 
 import re
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -152,6 +156,7 @@ def build_article(
     languages: tuple[str, ...],
     min_chars: int = 200,
     prefix_chars: int = 2000,
+    no_page_reason: str = "page not downloaded",
 ) -> Article:
     """Make the article record for a feed item from its page (``html``), or from the feed's own text
     when the page gave nothing usable (``html`` None: the page could not be downloaded).
@@ -175,7 +180,7 @@ def build_article(
         # parse_feed already turned the entry's HTML into plain text with paragraphs kept.
         fallback = (item.content or item.summary).strip()
         if len(fallback) < min_chars:
-            reason = "page has no article body" if html else "page not downloaded"
+            reason = "page has no article body" if html else no_page_reason
             raise ExtractError(
                 f"{reason} and the feed entry holds {len(fallback)} chars of text", url=item.url, feed_id=item.feed_id
             )
@@ -204,6 +209,44 @@ def build_article(
     )
 
 
+_HTML_TYPES = ("text/html", "application/xhtml+xml", "text/plain", "application/xml", "text/xml")
+
+
+def _not_html(content: bytes, content_type: str) -> str:
+    """Why ``content`` is no web page ("" when it is one): servers answer article links with PDFs,
+    images and videos too."""
+    mime = content_type.split(";")[0].strip().lower()
+    if mime and mime not in _HTML_TYPES and not mime.endswith("+xml"):
+        return f"the link serves {mime}, not a web page"
+    if b"\0" in content[:1024]:
+        return "the link serves binary data, not a web page"
+    return ""
+
+
+class _TookTooLong(Exception):
+    pass
+
+
+@contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    """Interrupt the block after ``seconds`` (only in a process's main thread, where signals arrive:
+    the extraction workers; the in-process fallback runs without a limit)."""
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise _TookTooLong
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def process_page(
     item: FeedItem,
     content: bytes | None,
@@ -213,21 +256,27 @@ def process_page(
     languages: tuple[str, ...],
     min_chars: int,
     prefix_chars: int,
+    timeout: float = 30.0,
 ) -> Article | PipelineError:
     """Worker entry point: never raises a PipelineError, returns it (exceptions cross processes badly)."""
     try:
-        html = decode_html(content, content_type) if content else None
-        return build_article(
-            item,
-            html=html,
-            final_url=final_url,
-            fetched_at=fetched_at,
-            languages=languages,
-            min_chars=min_chars,
-            prefix_chars=prefix_chars,
-        )
+        not_html = _not_html(content, content_type) if content else ""
+        html = decode_html(content, content_type) if content and not not_html else None
+        with _time_limit(timeout):
+            return build_article(
+                item,
+                html=html,
+                final_url=final_url,
+                fetched_at=fetched_at,
+                languages=languages,
+                min_chars=min_chars,
+                prefix_chars=prefix_chars,
+                no_page_reason=not_html or "page not downloaded",
+            )
     except PipelineError as err:
         return err
+    except _TookTooLong:
+        return ExtractError(f"extraction took longer than {timeout:.0f}s", url=item.url, feed_id=item.feed_id)
     except Exception as err:  # noqa: BLE001 - a library bug on one hostile page must not stop the batch
         return ExtractError(f"extraction crashed: {type(err).__name__}: {err}", url=item.url, feed_id=item.feed_id)
 
@@ -236,7 +285,7 @@ PageJob = tuple[FeedItem, bytes | None, str, str, datetime]  # item, content, co
 
 
 def process_pages(
-    jobs: list[PageJob], languages: tuple[str, ...], min_chars: int, prefix_chars: int
+    jobs: list[PageJob], languages: tuple[str, ...], min_chars: int, prefix_chars: int, timeout: float = 30.0
 ) -> list[Article | PipelineError]:
     """``process_page`` over a small batch: one round trip to a worker process for several pages."""
-    return [process_page(*job, languages, min_chars, prefix_chars) for job in jobs]
+    return [process_page(*job, languages, min_chars, prefix_chars, timeout) for job in jobs]

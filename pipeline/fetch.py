@@ -267,6 +267,7 @@ class Fetcher:
         self, url: str, headers: dict[str, str], *, feed_id: str
     ) -> tuple[int, str | None, dict[str, str], bytes]:
         limit = self.settings.max_bytes
+        deadline = time.monotonic() + self.settings.total_timeout
         try:
             with self._host_slot(url), self._client.stream("GET", url, headers=headers) as resp:
                 resp_headers = {k.lower(): v for k, v in resp.headers.items()}
@@ -282,6 +283,12 @@ class Fetcher:
                     body += decoder.feed(chunk, limit - len(body))
                     if len(body) > limit:
                         raise TooLarge(f"body exceeds the {limit}-byte cap", url=url, feed_id=feed_id)
+                    if time.monotonic() > deadline:
+                        raise FetchError(
+                            f"timed out: body still arriving after {self.settings.total_timeout:.0f}s",
+                            url=url,
+                            feed_id=feed_id,
+                        )
                 return status, None, resp_headers, bytes(body)
         except httpx.TimeoutException as err:
             raise FetchError(f"timed out ({type(err).__name__})", url=url, feed_id=feed_id) from err

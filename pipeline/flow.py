@@ -88,7 +88,12 @@ def stream(
     that feed is parsed), and extract them. Yields a ``Polled`` per feed and a ``Processed`` per item,
     in completion order."""
     workers = _Workers(settings)
-    options: tuple[Any, ...] = (settings.languages, settings.min_body_chars, settings.lang_prefix_chars)
+    options: tuple[Any, ...] = (
+        settings.languages,
+        settings.min_body_chars,
+        settings.lang_prefix_chars,
+        settings.extract_timeout,
+    )
     max_downloads = settings.fetch_workers * 2
     max_batches = workers.count * 3
     queue: deque[FeedItem] = deque()

@@ -40,6 +40,16 @@ def poll_feed(fetcher: Fetcher, feed: FeedConfig, state: FeedState | None, *, no
     if until and until > now:
         _log.info("poll.deferred", feed=feed.id, url=feed.url, until=state.retry_after_until)
         return PollResult(feed, state, (), "skipped", f"server asked to wait until {state.retry_after_until}")
+    last = _when(state.last_attempt)
+    if (
+        feed.poll_minutes
+        and last
+        and now - last < timedelta(minutes=feed.poll_minutes)
+        and not state.consecutive_failures
+    ):
+        # The feed list asks for this feed no more often than every poll_minutes.
+        due = iso(last + timedelta(minutes=feed.poll_minutes))
+        return PollResult(feed, state, (), "skipped", f"not due before {due} (poll_minutes={feed.poll_minutes})")
     attempt = replace(state, last_attempt=iso(now))
     try:
         resp = fetcher.get(

@@ -58,6 +58,10 @@ class Settings:
     # Fetching. Feeds and pages are small; anything far larger is hostile or a mistake.
     connect_timeout: float = 5.0
     read_timeout: float = 20.0
+    # A whole response, however slowly it trickles in: read_timeout alone is per read.
+    total_timeout: float = 60.0
+    # A pathological page must not hold an extraction worker for ever.
+    extract_timeout: float = 30.0
     max_bytes: int = 5 * 1024 * 1024
     max_redirects: int = 5
     max_retry_after: float = 30.0
@@ -108,6 +112,7 @@ class Settings:
             ("MAX_REDIRECTS", "max_redirects", _int),
             ("CONNECT_TIMEOUT", "connect_timeout", _float),
             ("READ_TIMEOUT", "read_timeout", _float),
+            ("TOTAL_TIMEOUT", "total_timeout", _float),
         ]:
             if (v := get(name)) is not None:
                 values[attr] = conv(v, name)

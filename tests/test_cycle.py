@@ -187,3 +187,76 @@ def test_retry_after_defers_the_feed_to_a_later_run(
     assert demo_site.count("/busy/rss.xml") == 1  # the second run did not ask before the hour was up
     state = index.load_feed_states(es, settings.es_index, ["busy"])["busy"]
     assert state.retry_after_until and state.consecutive_failures == 1
+
+
+ATOM = """<?xml version="1.0" encoding="utf-8"?>
+<feed xmlns="http://www.w3.org/2005/Atom"><title>تجربة</title><id>urn:t</id><updated>{updated}</updated>
+<entry><title>{title}</title><link href="{base}/story/1"/><id>urn:t:1</id>
+<published>2025-10-01T08:00:00+03:00</published><updated>{updated}</updated></entry></feed>"""
+
+PARAGRAPHS = [
+    "قالت مصادر في دمشق إن فرق الإغاثة واصلت عملها طوال الليل في الأحياء التي غمرتها مياه الأمطار الغزيرة.",
+    "وأضافت أن الدفاع المدني أجلى عشرات العائلات من المنازل القريبة من مجرى النهر بعد ارتفاع منسوب المياه.",
+    "ودعت السلطات المحلية السكان إلى تجنب التنقل غير الضروري حتى تتحسن الأحوال الجوية خلال الأيام المقبلة.",
+]
+
+
+def story_page(paragraphs: list[str]) -> Resource:
+    body = "".join(f"<p>{p}</p>" for p in paragraphs)
+    html = f'<html lang="ar"><head><meta charset="utf-8"></head><body><article>{body}</article></body></html>'
+    return Resource(200, {"Content-Type": "text/html; charset=utf-8"}, html.encode())
+
+
+def test_an_updated_entry_is_taken_again_and_updated_in_place(
+    site: SiteServer, es: Elasticsearch, settings: Settings
+) -> None:
+    feed = FeedConfig(id="t", url=f"{site.base_url}/atom.xml", outlet="تجربة")
+
+    def publish(updated: str, title: str) -> None:
+        text = ATOM.format(updated=updated, title=title, base=site.base_url)
+        site.resources["/atom.xml"] = Resource(200, {"Content-Type": "application/atom+xml"}, text.encode())
+
+    publish("2025-10-01T08:00:00+03:00", "أمطار غزيرة في دمشق")
+    site.resources["/story/1"] = story_page(PARAGRAPHS)
+    assert run_cycle(settings, es, [feed]).indexed == 1
+    correction = "وفي تحديث لاحق، أعلنت السلطات انحسار المياه عن معظم الشوارع صباح اليوم التالي دون تسجيل إصابات."
+    site.resources["/story/1"] = story_page([*PARAGRAPHS, correction])
+    publish("2025-10-01T12:30:00+03:00", "أمطار غزيرة في دمشق (محدث)")
+    again = run_cycle(settings, es, [feed])
+    assert again.items_new == 1 and again.indexed == 1 and site.count("/story/1") == 2
+    docs = all_docs(es, settings.es_index)
+    [doc] = docs.values()
+    assert correction in doc["body"] and doc["title"].endswith("(محدث)")
+    assert run_cycle(settings, es, [feed]).items_new == 0  # the same update is not taken twice
+
+
+def test_a_moved_feed_is_reported(site: SiteServer, es: Elasticsearch, settings: Settings) -> None:
+    site.resources["/old.xml"] = Resource(301, {"Location": "/atom.xml"}, b"")
+    site.resources["/atom.xml"] = Resource(
+        200,
+        {"Content-Type": "application/atom+xml"},
+        ATOM.format(updated="2025-10-01T08:00:00Z", title="خبر", base=site.base_url).encode(),
+    )
+    site.resources["/story/1"] = story_page(PARAGRAPHS)
+    summary = run_cycle(settings, es, [FeedConfig(id="m", url=f"{site.base_url}/old.xml", outlet="م")])
+    assert summary.indexed == 1
+    assert summary.moved_feeds == [
+        {"feed": "m", "url": f"{site.base_url}/old.xml", "moved_to": f"{site.base_url}/atom.xml"}
+    ]
+    assert index.load_feed_states(es, settings.es_index, ["m"])["m"].moved_to == f"{site.base_url}/atom.xml"
+
+
+def test_poll_minutes_keeps_a_feed_from_being_asked_too_often(
+    site: SiteServer, es: Elasticsearch, settings: Settings
+) -> None:
+    site.resources["/atom.xml"] = Resource(
+        200,
+        {"Content-Type": "application/atom+xml"},
+        ATOM.format(updated="2025-10-01T08:00:00Z", title="خبر", base=site.base_url).encode(),
+    )
+    site.resources["/story/1"] = story_page(PARAGRAPHS)
+    feed = FeedConfig(id="p", url=f"{site.base_url}/atom.xml", outlet="ب", poll_minutes=30)
+    assert run_cycle(settings, es, [feed]).feeds_ok == 1
+    later = run_cycle(settings, es, [feed])
+    assert later.feeds_deferred == 1 and not later.reached_no_feed
+    assert site.count("/atom.xml") == 1

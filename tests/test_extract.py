@@ -131,3 +131,19 @@ def test_author_and_title_come_from_the_page_when_the_feed_lacks_them() -> None:
         item(author="مراسل الموقع"), html=html, final_url="u", fetched_at=NOW, languages=("ar",), min_chars=100
     )
     assert b.author == "مراسل الموقع" and b.title == "وفد سوري إلى موسكو"  # the feed's own values win
+
+
+def test_a_pdf_behind_an_article_link_is_no_page() -> None:
+    result = process_page(item(), b"%PDF-1.7\n\x00\x01binary", "application/pdf", "u", NOW, ("ar",), 200, 2000)
+    assert isinstance(result, ExtractError) and "application/pdf" in str(result)
+    full = "\n\n".join(PARAS) * 2
+    fallback = process_page(item(content=full), b"%PDF", "application/pdf", "u", NOW, ("ar",), 200, 2000)
+    assert not isinstance(fallback, Exception) and fallback.body_source == "feed"
+
+
+def test_extraction_that_runs_too_long_is_stopped() -> None:
+    # A deeply nested page: slow to extract; with a tiny limit the worker gives up on it and goes on.
+    nested = "<div>" * 3000 + "".join(f"<p>{p}</p>" for p in PARAS * 200) + "</div>" * 3000
+    html = f"<html><body>{nested}</body></html>".encode()
+    result = process_page(item(), html, "text/html; charset=utf-8", "u", NOW, ("ar",), 200, 2000, 0.001)
+    assert isinstance(result, ExtractError) and "longer than" in str(result)

@@ -179,3 +179,24 @@ def test_requests_to_one_host_are_bounded(site: SiteServer, fetcher: Fetcher, ga
         results = list(pool.map(lambda i: fetcher.get(f"{site.base_url}/slow?i={i}"), range(8)))
     assert all(r.content == b"ok" for r in results)
     assert state["peak"] == 2  # per_host=2 although 8 threads asked at once
+
+
+def test_a_body_trickling_in_is_cut_at_the_total_timeout(
+    site: SiteServer, settings: Settings, gate: threading.Event
+) -> None:
+    def trickle(req: BaseHTTPRequestHandler) -> None:
+        req.send_response(200)
+        req.send_header("Content-Type", "text/html")
+        req.end_headers()
+        for _ in range(200):  # a byte every 50 ms: never slow enough for the read timeout
+            if gate.wait(0.05):
+                return
+            req.wfile.write(b"x")
+            req.wfile.flush()
+
+    site.handlers["/trickle"] = trickle
+    with (
+        Fetcher(settings.with_(read_timeout=1, total_timeout=0.5)) as f,
+        pytest.raises(FetchError, match="still arriving"),
+    ):
+        f.get(f"{site.base_url}/trickle")

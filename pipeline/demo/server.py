@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -27,6 +28,13 @@ class ResourceLike(Protocol):
 
 
 Handler = Callable[[BaseHTTPRequestHandler], None]
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up mid-response (size cap, timeout) is expected here, not an error.
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
 
 
 class SiteServer:
@@ -53,7 +61,7 @@ class SiteServer:
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 site._serve(self)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
+        self._server = _QuietServer(("127.0.0.1", port), _Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="site", daemon=True)
 
