@@ -16,6 +16,7 @@ from typing import Any
 from elasticsearch import Elasticsearch
 
 from pipeline import flow, index, log
+from pipeline.clustering import index_clustered
 from pipeline.dedup import drop_exact_duplicates
 from pipeline.errors import LanguageRejected
 from pipeline.fetch import Fetcher
@@ -198,7 +199,10 @@ def run_cycle(
         _log.info("dedup.exact", feed=article.feed_id, url=article.url, duplicate_of=original)
 
     clock.lap("dedup")
-    written = index.bulk_write(es, index.article_actions(alias, deduped.keep))
+    clustered, written = index_clustered(
+        es, alias, deduped.keep, threshold=settings.cluster_threshold, window_days=settings.cluster_window_days
+    )
+    summary.near_duplicates_clustered = clustered.joined
     summary.indexed = len(written.ok)
     summary.index_failed = len(written.failed)
     for doc_id, reason in written.failed:
@@ -209,7 +213,7 @@ def run_cycle(
     index.bulk_write(es, _seen_actions(alias, outcomes, attempts, now))
     index.bulk_write(es, index.feed_state_actions(alias, [r.state for r in ordered_polls]))
     index.refresh(es, alias)
-    clock.lap("index")
+    clock.lap("cluster+index")
     summary.seconds = round(time.monotonic() - started, 3)
     _log.info("run.summary", **{k: v for k, v in summary.to_dict().items() if k != "failures"})
     return summary

@@ -20,6 +20,7 @@ from lxml.html import HtmlElement
 from trafilatura.settings import use_config
 from trafilatura.utils import load_html
 
+from pipeline.cluster import fingerprint
 from pipeline.errors import ExtractError, PipelineError
 from pipeline.language import check_language
 from pipeline.normalize import content_hash, word_count
@@ -191,6 +192,7 @@ def build_article(
     )
     summary = item.summary.strip()
     published = item.published_at or _page_date(meta.get("date")) or fetched_at
+    print_ = fingerprint(body)
     return Article(
         url=item.url,
         canonical_url=item.canonical_url,
@@ -206,6 +208,8 @@ def build_article(
         content_hash=content_hash(body),
         word_count=word_count(body),
         body_source=source,
+        lsh_bands=print_.bands,
+        minhash=print_.signature,
     )
 
 

@@ -227,3 +227,99 @@ def search_articles(
         return dict(es.search(index=alias, **body))
     except (ApiError, TransportError) as err:
         raise IndexingError(f"search failed: {err}", url=alias) from err
+
+
+def cluster_candidates(
+    es: Elasticsearch, alias: str, probes: Sequence[tuple[str, Sequence[str], str]], *, window_days: int, size: int = 20
+) -> dict[str, list[dict[str, Any]]]:
+    """For each probe (article id, LSH bands, published_at ISO), the indexed articles within
+    ``window_days`` of it that share a band: [{"_id", "cluster_id", "minhash", "published_at"}]."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for start in range(0, len(probes), 100):
+        chunk = [p for p in probes[start : start + 100] if p[1]]
+        if not chunk:
+            continue
+        searches: list[dict[str, Any]] = []
+        for article_id, bands, published in chunk:
+            searches.append({"index": alias})
+            searches.append(
+                {
+                    "size": size,
+                    "_source": ["cluster_id", "minhash", "published_at"],
+                    "query": {
+                        "bool": {
+                            "filter": [
+                                {"terms": {"lsh_bands": list(bands)}},
+                                {
+                                    "range": {
+                                        "published_at": {
+                                            "gte": f"{published}||-{window_days}d",
+                                            "lte": f"{published}||+{window_days}d",
+                                        }
+                                    }
+                                },
+                            ],
+                            "must_not": [{"ids": {"values": [article_id]}}],
+                        }
+                    },
+                }
+            )
+        try:
+            responses = es.msearch(searches=searches)["responses"]
+        except (ApiError, TransportError) as err:
+            raise IndexingError(f"near-duplicate look-up failed: {err}", url=alias) from err
+        for (article_id, _, _), resp in zip(chunk, responses, strict=True):
+            if "error" in resp:
+                raise IndexingError(f"near-duplicate look-up failed: {resp['error']}", url=alias)
+            out[article_id] = [{"_id": h["_id"], **h["_source"]} for h in resp["hits"]["hits"]]
+    return out
+
+
+def repoint_clusters(es: Elasticsearch, alias: str, repoint: dict[str, str]) -> int:
+    """Move every article of each indexed cluster ``old`` to cluster ``new`` (whose head is earlier)."""
+    moved = 0
+    for old, new in sorted(repoint.items()):
+        resp = es.update_by_query(
+            index=alias,
+            query={"term": {"cluster_id": old}},
+            script={
+                "source": "ctx._source.cluster_id = params.head; "
+                "ctx._source.duplicate_of = ctx._id == params.head ? null : params.head",
+                "params": {"head": new},
+            },
+            conflicts="proceed",
+            refresh=True,
+        )
+        moved += int(resp.get("updated", 0))
+    return moved
+
+
+def update_cluster_sizes(es: Elasticsearch, alias: str, cluster_ids: Iterable[str]) -> None:
+    """Set ``cluster_size`` on every article of the given clusters to the cluster's article count."""
+    ids = sorted(set(cluster_ids))
+    if not ids:
+        return
+    es.indices.refresh(index=alias)
+    counts: dict[str, int] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        resp = es.search(
+            index=alias,
+            size=0,
+            query={"terms": {"cluster_id": chunk}},
+            aggs={"c": {"terms": {"field": "cluster_id", "size": len(chunk)}}},
+        )
+        counts.update({b["key"]: b["doc_count"] for b in resp["aggregations"]["c"]["buckets"]})
+    for cluster_id, count in sorted(counts.items()):
+        es.update_by_query(
+            index=alias,
+            query={
+                "bool": {
+                    "filter": [{"term": {"cluster_id": cluster_id}}],
+                    "must_not": [{"term": {"cluster_size": count}}],
+                }
+            },
+            script={"source": "ctx._source.cluster_size = params.n", "params": {"n": count}},
+            conflicts="proceed",
+            refresh=True,
+        )

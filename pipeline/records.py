@@ -105,6 +105,8 @@ class Article:
     cluster_size: int = 1
     topics: tuple[str, ...] = ()
     topic_matches: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    lsh_bands: tuple[str, ...] = ()  # near-duplicate candidates share one of these (see cluster.py)
+    minhash: str = ""  # the MinHash signature the bands come from
 
     @property
     def id(self) -> str:
@@ -131,4 +133,6 @@ class Article:
             "cluster_size": self.cluster_size,
             "topics": list(self.topics),
             "topic_matches": [dict(m) for m in self.topic_matches],
+            "lsh_bands": list(self.lsh_bands),
+            "minhash": self.minhash,
         }

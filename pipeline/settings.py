@@ -71,6 +71,10 @@ class Settings:
     user_agent: str = "arabic-news-pipeline/0.1 (+https://github.com/; news monitoring)"
     lang_prefix_chars: int = 2000
     min_body_chars: int = 200
+    # Near-duplicate clustering: shingle similarity that makes two articles one story, and how far
+    # apart in publication time two copies of a story may be.
+    cluster_threshold: float = 0.4
+    cluster_window_days: int = 30
     # An item whose page failed this many runs in a row is given up on.
     max_item_attempts: int = 3
 
@@ -113,6 +117,8 @@ class Settings:
             ("CONNECT_TIMEOUT", "connect_timeout", _float),
             ("READ_TIMEOUT", "read_timeout", _float),
             ("TOTAL_TIMEOUT", "total_timeout", _float),
+            ("CLUSTER_THRESHOLD", "cluster_threshold", _float),
+            ("CLUSTER_WINDOW_DAYS", "cluster_window_days", _int),
         ]:
             if (v := get(name)) is not None:
                 values[attr] = conv(v, name)

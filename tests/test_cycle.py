@@ -16,7 +16,7 @@ from pipeline import index
 from pipeline.cycle import run_cycle
 from pipeline.demo.server import SiteServer
 from pipeline.demo.site import Expected, Resource, build_site, demo_feeds, expectations
-from pipeline.records import FeedConfig
+from pipeline.records import FeedConfig, doc_id
 from pipeline.settings import PROJECT_ROOT, Settings
 from pipeline.urls import canonical_url
 
@@ -64,7 +64,20 @@ def test_full_run_indexes_exactly_the_expected_articles(
         assert doc["body_source"] == ("feed" if e.outcome == "feed_fallback" else "page")
         if e.published_at:
             assert datetime.fromisoformat(doc["published_at"]) == datetime.fromisoformat(e.published_at), url
-        assert doc["cluster_id"] and doc["duplicate_of"] is None
+    # One cluster per story (the wire story carried by three outlets is one), headed by its earliest copy.
+    by_story: dict[str, list[dict[str, Any]]] = {}
+    for url, e in wanted.items():
+        by_story.setdefault(e.story, []).append(docs[url])
+    heads = {d["cluster_id"] for group in by_story.values() for d in group}
+    assert len(heads) == len(by_story)
+    ids = {d["canonical_url"]: index_id for index_id, d in ((doc_id(u), d) for u, d in docs.items())}
+    for group in by_story.values():
+        assert len({d["cluster_id"] for d in group}) == 1
+        first = min(group, key=lambda d: (d["published_at"], ids[d["canonical_url"]]))
+        assert first["cluster_id"] == ids[first["canonical_url"]] and first["duplicate_of"] is None
+        assert all(d["duplicate_of"] == first["cluster_id"] for d in group if d is not first)
+        assert all(d["cluster_size"] == len(group) for d in group)
+    assert summary.near_duplicates_clustered == sum(len(g) - 1 for g in by_story.values())
     rejected = Counter(e.language for e in expectations() if e.outcome == "language")
     assert summary.skipped_language == dict(rejected)
     outcomes = Counter(e.outcome for e in expectations())

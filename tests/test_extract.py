@@ -142,8 +142,8 @@ def test_a_pdf_behind_an_article_link_is_no_page() -> None:
 
 
 def test_extraction_that_runs_too_long_is_stopped() -> None:
-    # A deeply nested page: slow to extract; with a tiny limit the worker gives up on it and goes on.
-    nested = "<div>" * 3000 + "".join(f"<p>{p}</p>" for p in PARAS * 200) + "</div>" * 3000
-    html = f"<html><body>{nested}</body></html>".encode()
+    # A long page takes far longer than a millisecond to extract: the worker gives up on it and goes on.
+    long_page = "".join(f"<div><p>{p} {n}</p></div>" for n, p in enumerate(PARAS * 1000))
+    html = f"<html><body><article>{long_page}</article></body></html>".encode()
     result = process_page(item(), html, "text/html; charset=utf-8", "u", NOW, ("ar",), 200, 2000, 0.001)
     assert isinstance(result, ExtractError) and "longer than" in str(result)
