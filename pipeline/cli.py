@@ -23,6 +23,7 @@ from pipeline.embedded import embedded_elasticsearch
 from pipeline.errors import ConfigError, IndexingError, PipelineError
 from pipeline.feeds import enabled_feeds, load_feeds
 from pipeline.records import FeedConfig
+from pipeline.related import related
 from pipeline.settings import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -272,6 +273,49 @@ def search(
         print(json.dumps(_hits_json(resp), ensure_ascii=False, indent=2))
     else:
         _print_hits(resp)
+
+
+@app.command("related")
+def related_cmd(
+    article_id: Annotated[str, typer.Argument(help="An article's id (shown by `search`).")],
+    similar: Annotated[int, typer.Option("--similar", min=0, max=100, help="How many similar stories.")] = 10,
+    es_url: EsUrlOpt = None,
+    es_index: IndexOpt = None,
+    data_dir: DataOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The article's story cluster (outlets in order of publication, what each version changed), then
+    similar stories."""
+    log.configure(json=as_json or None)
+    try:
+        settings = _settings(es_url=es_url, es_index=es_index, data_dir=data_dir)
+        with open_index(settings) as es:
+            data = related(es, settings.es_index, article_id, similar=similar)
+    except (ConfigError, IndexingError) as e:
+        _fail(str(e))
+    if as_json:
+        print(json.dumps(data, ensure_ascii=False, indent=2))
+        return
+    out.print(f"[bold]{escape(data['article']['title'])}[/bold] — {escape(data['article']['outlet'])}")
+    out.print(f"\n[bold]Same story[/bold] ({len(data['cluster'])} articles, cluster {data['cluster_id']})")
+    for member in data["cluster"]:
+        mark = "▶ " if member["is_this"] else "  "
+        lag = "first" if member["diff"] is None else f"+{member['lag_minutes']} min"
+        out.print(
+            escape(f"{mark}{member['published_at']}  {lag:>10}  {member['outlet']}: {member['title']}"), highlight=False
+        )
+        diff = member["diff"] or {}
+        for sentence in diff.get("added", []):
+            out.print(f"      [green]+ {escape(sentence)}[/green]", highlight=False)
+        for sentence in diff.get("removed", []):
+            out.print(f"      [red]- {escape(sentence)}[/red]", highlight=False)
+        for pair in diff.get("reworded", []):
+            out.print(f"      [yellow]~ {escape(pair['this'])}[/yellow]", highlight=False)
+    out.print("\n[bold]Similar stories[/bold]")
+    for hit in data["similar"]:
+        out.print(
+            escape(f"  {hit['published_at']}  {hit['outlet']}: {hit['title']}  (id {hit['id']})"), highlight=False
+        )
 
 
 @app.command()
