@@ -24,8 +24,11 @@ from datasketch import MinHash  # type: ignore[import-untyped]
 
 from pipeline.normalize import normalize_for_hash
 
-NUM_PERM = 128
-ROWS = 2  # 64 bands of 2 rows: pairs at a similarity of 0.3 share a band with probability 0.998
+NUM_PERM = 192
+# 64 bands of 3 rows: a pair at similarity 0.4 shares a band with probability 0.985 (0.3: 0.83), while
+# pairs that merely share stock phrases (0.05) collide with probability 0.008 — few false candidates to
+# fetch from a large index.
+ROWS = 3
 BANDS = NUM_PERM // ROWS
 SHINGLE = 3
 SEED = 20151001

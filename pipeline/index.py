@@ -229,69 +229,81 @@ def search_articles(
         raise IndexingError(f"search failed: {err}", url=alias) from err
 
 
-def cluster_candidates(
-    es: Elasticsearch, alias: str, probes: Sequence[tuple[str, Sequence[str], str]], *, window_days: int, size: int = 20
-) -> dict[str, list[dict[str, Any]]]:
-    """For each probe (article id, LSH bands, published_at ISO), the indexed articles within
-    ``window_days`` of it that share a band: [{"_id", "cluster_id", "minhash", "published_at"}]."""
-    out: dict[str, list[dict[str, Any]]] = {}
-    for start in range(0, len(probes), 100):
-        chunk = [p for p in probes[start : start + 100] if p[1]]
-        if not chunk:
-            continue
-        searches: list[dict[str, Any]] = []
-        for article_id, bands, published in chunk:
-            searches.append({"index": alias})
-            searches.append(
-                {
-                    "size": size,
-                    "_source": ["cluster_id", "minhash", "published_at"],
-                    "query": {
-                        "bool": {
-                            "filter": [
-                                {"terms": {"lsh_bands": list(bands)}},
-                                {
-                                    "range": {
-                                        "published_at": {
-                                            "gte": f"{published}||-{window_days}d",
-                                            "lte": f"{published}||+{window_days}d",
-                                        }
-                                    }
-                                },
-                            ],
-                            "must_not": [{"ids": {"values": [article_id]}}],
-                        }
-                    },
-                }
-            )
+def _scan(
+    es: Elasticsearch, alias: str, query: dict[str, Any], fields: list[str], *, page: int = 5000
+) -> Iterator[dict[str, Any]]:
+    """Every hit of ``query`` with ``fields``, page by page (search_after on a unique key)."""
+    after: list[Any] | None = None
+    while True:
+        kwargs: dict[str, Any] = {
+            "index": alias,
+            "size": page,
+            "query": query,
+            "source_includes": fields,
+            "sort": [{"canonical_url": {"order": "asc"}}],
+        }
+        if after is not None:
+            kwargs["search_after"] = after
         try:
-            responses = es.msearch(searches=searches)["responses"]
+            hits = es.search(**kwargs)["hits"]["hits"]
         except (ApiError, TransportError) as err:
-            raise IndexingError(f"near-duplicate look-up failed: {err}", url=alias) from err
-        for (article_id, _, _), resp in zip(chunk, responses, strict=True):
-            if "error" in resp:
-                raise IndexingError(f"near-duplicate look-up failed: {resp['error']}", url=alias)
-            out[article_id] = [{"_id": h["_id"], **h["_source"]} for h in resp["hits"]["hits"]]
-    return out
+            raise IndexingError(f"search in {alias} failed: {err}", url=alias) from err
+        yield from hits
+        if len(hits) < page:
+            return
+        after = hits[-1]["sort"]
+
+
+def cluster_candidates(
+    es: Elasticsearch, alias: str, bands: Iterable[str], *, since: str, until: str
+) -> list[dict[str, Any]]:
+    """Indexed articles published between ``since`` and ``until`` (ISO) that hold any of ``bands``:
+    [{"_id", "lsh_bands", "cluster_id", "minhash", "published_at"}]. One query for a whole batch of
+    new articles, not one per article: a search costs a pass over the index on small servers."""
+    wanted = sorted(set(bands))
+    out: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(wanted), 10000):
+        query = {
+            "bool": {
+                "filter": [
+                    {"terms": {"lsh_bands": wanted[start : start + 10000]}},
+                    {"range": {"published_at": {"gte": since, "lte": until}}},
+                ]
+            }
+        }
+        for hit in _scan(es, alias, query, ["lsh_bands", "cluster_id", "minhash", "published_at"]):
+            out[hit["_id"]] = {"_id": hit["_id"], **hit["_source"]}
+    return list(out.values())
+
+
+def _members(es: Elasticsearch, alias: str, cluster_ids: Sequence[str]) -> dict[str, list[str]]:
+    """Article ids of each given cluster."""
+    members: dict[str, list[str]] = {c: [] for c in cluster_ids}
+    for start in range(0, len(cluster_ids), 5000):
+        query = {"terms": {"cluster_id": list(cluster_ids[start : start + 5000])}}
+        for hit in _scan(es, alias, query, ["cluster_id"]):
+            members[hit["_source"]["cluster_id"]].append(hit["_id"])
+    return members
 
 
 def repoint_clusters(es: Elasticsearch, alias: str, repoint: dict[str, str]) -> int:
     """Move every article of each indexed cluster ``old`` to cluster ``new`` (whose head is earlier)."""
-    moved = 0
-    for old, new in sorted(repoint.items()):
-        resp = es.update_by_query(
-            index=alias,
-            query={"term": {"cluster_id": old}},
-            script={
-                "source": "ctx._source.cluster_id = params.head; "
-                "ctx._source.duplicate_of = ctx._id == params.head ? null : params.head",
-                "params": {"head": new},
-            },
-            conflicts="proceed",
-            refresh=True,
-        )
-        moved += int(resp.get("updated", 0))
-    return moved
+    if not repoint:
+        return 0
+    members = _members(es, alias, sorted(repoint))
+    actions = [
+        {
+            "_op_type": "update",
+            "_index": alias,
+            "_id": doc_id,
+            "doc": {"cluster_id": repoint[old], "duplicate_of": None if doc_id == repoint[old] else repoint[old]},
+        }
+        for old, ids in members.items()
+        for doc_id in ids
+    ]
+    result = bulk_write(es, actions)
+    es.indices.refresh(index=alias)
+    return len(result.ok)
 
 
 def update_cluster_sizes(es: Elasticsearch, alias: str, cluster_ids: Iterable[str]) -> None:
@@ -300,26 +312,11 @@ def update_cluster_sizes(es: Elasticsearch, alias: str, cluster_ids: Iterable[st
     if not ids:
         return
     es.indices.refresh(index=alias)
-    counts: dict[str, int] = {}
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        resp = es.search(
-            index=alias,
-            size=0,
-            query={"terms": {"cluster_id": chunk}},
-            aggs={"c": {"terms": {"field": "cluster_id", "size": len(chunk)}}},
-        )
-        counts.update({b["key"]: b["doc_count"] for b in resp["aggregations"]["c"]["buckets"]})
-    for cluster_id, count in sorted(counts.items()):
-        es.update_by_query(
-            index=alias,
-            query={
-                "bool": {
-                    "filter": [{"term": {"cluster_id": cluster_id}}],
-                    "must_not": [{"term": {"cluster_size": count}}],
-                }
-            },
-            script={"source": "ctx._source.cluster_size = params.n", "params": {"n": count}},
-            conflicts="proceed",
-            refresh=True,
-        )
+    members = _members(es, alias, ids)
+    actions = [
+        {"_op_type": "update", "_index": alias, "_id": doc_id, "doc": {"cluster_size": len(docs)}}
+        for docs in members.values()
+        for doc_id in docs
+    ]
+    bulk_write(es, actions)
+    es.indices.refresh(index=alias)
