@@ -88,23 +88,28 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--batches", type=int, default=4)
+    parser.add_argument("--data-dir", type=Path, help="keep the filled index here and reuse it next time")
     args = parser.parse_args()
     rng = random.Random(1)
     pool = sentence_pool()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-cluster-"))
+    tmp = args.data_dir or Path(tempfile.mkdtemp(prefix="bench-cluster-"))
     proc, url = start_server(tmp / "es")
     try:
-        settings = Settings(es_url=url, es_index="bench-cluster")
+        settings = Settings(es_url=url, es_index="bench-cluster", es_timeout=600)
         es = index.connect(settings, url)
         index.ensure_indices(es, settings.es_index)
         t = time.perf_counter()
         chunk: list[Article] = []
         indexed: list[Article] = []
+        present = es.count(index=settings.es_index)["count"]
         for n in range(args.n):
-            chunk.append(make_article(n, rng, pool))
-            if len(chunk) == 2000 or n == args.n - 1:
+            article = make_article(n, rng, pool)  # made again when reusing an index: the same texts
+            if n % 100 == 0:
+                indexed.append(article)  # kept to republish later
+            if n >= present:
+                chunk.append(article)
+            if len(chunk) == 2000 or (n == args.n - 1 and chunk):
                 index.bulk_write(es, index.article_actions(settings.es_index, chunk))
-                indexed.extend(rng.sample(chunk, 20))  # a few kept to republish later
                 chunk = []
                 print(f"\rfilling the index: {n + 1}/{args.n}", end="", file=sys.stderr)
         es.indices.refresh(index=settings.es_index)
@@ -152,13 +157,13 @@ def main() -> None:
         )
         print(f"  of which the fingerprint (in the extraction workers): {fp_ms:.2f} ms")
         print(f"copies joined to their original: {joined} of {args.batches * ((args.batch + 2) // 3)} planted")
-        print(
-            f"memory: this process {rss_mb('self'):.0f} MB (peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB), "
-            f"search server {sum(rss_mb(p.name) for p in Path('/proc').glob('[0-9]*') if _is_noida(p)):.0f} MB"
-        )
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        server = sum(rss_mb(p.name) for p in Path("/proc").glob("[0-9]*") if _is_noida(p))
+        print(f"memory: this process {rss_mb('self'):.0f} MB (peak {peak:.0f} MB), search server {server:.0f} MB")
     finally:
         stop_group(proc)
-        shutil.rmtree(tmp, ignore_errors=True)
+        if args.data_dir is None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _is_noida(proc_dir: Path) -> bool:

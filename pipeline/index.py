@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from elasticsearch import ApiError, Elasticsearch, TransportError
+from elasticsearch import ApiError, Elasticsearch, NotFoundError, TransportError
 from elasticsearch import helpers as es_helpers
 
 from pipeline import log
@@ -32,7 +32,7 @@ def connect(settings: Settings, url: str) -> Elasticsearch:
     Raises:
         IndexingError: the cluster does not answer.
     """
-    kwargs: dict[str, Any] = {"request_timeout": 30, "retry_on_timeout": True, "max_retries": 3}
+    kwargs: dict[str, Any] = {"request_timeout": settings.es_timeout, "retry_on_timeout": True, "max_retries": 3}
     if settings.es_api_key:
         kwargs["api_key"] = settings.es_api_key
     elif settings.es_user:
@@ -252,6 +252,25 @@ def _scan(
         if len(hits) < page:
             return
         after = hits[-1]["sort"]
+
+
+def get_article(es: Elasticsearch, alias: str, article_id: str, fields: list[str]) -> dict[str, Any]:
+    """One article's ``fields``.
+
+    Raises:
+        IndexingError: no such article, or the index cannot be read.
+    """
+    try:
+        return dict(es.get(index=alias, id=article_id, source_includes=fields)["_source"])
+    except NotFoundError:
+        raise IndexingError(f"no article with id {article_id} in {alias}", url=alias) from None
+    except (ApiError, TransportError) as err:
+        raise IndexingError(f"could not read {alias}: {err}", url=alias) from err
+
+
+def scan_articles(es: Elasticsearch, alias: str, fields: list[str]) -> Iterator[dict[str, Any]]:
+    """Every article of ``alias`` with ``fields``, page by page."""
+    return _scan(es, alias, {"match_all": {}}, fields, page=1000)
 
 
 def cluster_candidates(

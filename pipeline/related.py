@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from elasticsearch import ApiError, Elasticsearch, NotFoundError, TransportError
+from elasticsearch import ApiError, Elasticsearch, TransportError
 
+from pipeline import index
 from pipeline.errors import IndexingError
 from pipeline.normalize import normalize_for_hash
 
@@ -77,13 +78,7 @@ def related(es: Elasticsearch, alias: str, article_id: str, *, similar: int = 10
     Raises:
         IndexingError: no such article, or the index cannot be read.
     """
-    try:
-        doc = es.get(index=alias, id=article_id, source_includes=_FIELDS)
-    except NotFoundError:
-        raise IndexingError(f"no article with id {article_id} in {alias}", url=alias) from None
-    except (ApiError, TransportError) as err:
-        raise IndexingError(f"could not read {alias}: {err}", url=alias) from err
-    source = doc["_source"]
+    source = index.get_article(es, alias, article_id, _FIELDS)
     cluster_id = source.get("cluster_id") or article_id
     try:
         members = es.search(

@@ -47,6 +47,8 @@ class Settings:
     es_user: str | None = None
     es_password: str | None = None
     es_index: str = "news-articles"
+    # Seconds for one request; the embedded server scans on every search, so large indices need long ones.
+    es_timeout: float = 120.0
     feeds_file: Path = PROJECT_ROOT / "seeds" / "feeds.yaml"
     profiles_dir: Path = PROJECT_ROOT / "seeds" / "profiles"
     languages: tuple[str, ...] = ("ar",)
@@ -117,6 +119,7 @@ class Settings:
             ("CONNECT_TIMEOUT", "connect_timeout", _float),
             ("READ_TIMEOUT", "read_timeout", _float),
             ("TOTAL_TIMEOUT", "total_timeout", _float),
+            ("ES_TIMEOUT", "es_timeout", _float),
             ("CLUSTER_THRESHOLD", "cluster_threshold", _float),
             ("CLUSTER_WINDOW_DAYS", "cluster_window_days", _int),
         ]:
