@@ -23,6 +23,7 @@ from pipeline.fetch import Fetcher
 from pipeline.poll import PollResult
 from pipeline.records import Article, FeedConfig, FeedItem, iso
 from pipeline.settings import Settings
+from pipeline.topics import load_profiles
 
 _log = log.get(__name__)
 # Outcomes after which an item is never downloaded again (unless its feed entry says it was updated).
@@ -122,6 +123,7 @@ def run_cycle(
     now = datetime.now(UTC)
     summary = RunSummary(started_at=iso(now) or "", feeds_total=len(feeds))
     alias = settings.es_index
+    profiles = load_profiles(settings.profiles_dir)  # a bad profile stops the run before any download
     index.ensure_indices(es, alias)
     states = index.load_feed_states(es, alias, [f.id for f in feeds])
     own_fetcher = fetcher is None
@@ -159,7 +161,10 @@ def run_cycle(
     articles: list[Article] = []
     outcomes: list[_Outcome] = []
     try:
-        for event in flow.stream(settings, fetcher, feeds, states, now=now, admit=admit, progress=progress):
+        stream = flow.stream(
+            settings, fetcher, feeds, states, now=now, admit=admit, progress=progress, profiles=profiles
+        )
+        for event in stream:
             if isinstance(event, flow.Polled):
                 polled[event.result.feed.id] = event.result
                 continue
@@ -203,6 +208,10 @@ def run_cycle(
         es, alias, deduped.keep, threshold=settings.cluster_threshold, window_days=settings.cluster_window_days
     )
     summary.near_duplicates_clustered = clustered.joined
+    summary.tagged = {p.id: 0 for p in profiles}
+    for article in clustered.articles:
+        for topic in article.topics:
+            summary.tagged[topic] = summary.tagged.get(topic, 0) + 1
     summary.indexed = len(written.ok)
     summary.index_failed = len(written.failed)
     for doc_id, reason in written.failed:

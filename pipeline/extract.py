@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +25,7 @@ from pipeline.errors import ExtractError, PipelineError
 from pipeline.language import check_language
 from pipeline.normalize import content_hash, word_count
 from pipeline.records import Article, FeedItem
+from pipeline.topics import Profile, tag_article
 
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_:.-]+)""", re.IGNORECASE)
 _LATIN_LABELS = {"iso-8859-1", "latin-1", "latin1", "l1", "windows-1252", "cp1252", "us-ascii", "ascii"}
@@ -158,6 +159,7 @@ def build_article(
     min_chars: int = 200,
     prefix_chars: int = 2000,
     no_page_reason: str = "page not downloaded",
+    profiles: Sequence[Profile] = (),
 ) -> Article:
     """Make the article record for a feed item from its page (``html``), or from the feed's own text
     when the page gave nothing usable (``html`` None: the page could not be downloaded).
@@ -193,6 +195,7 @@ def build_article(
     summary = item.summary.strip()
     published = item.published_at or _page_date(meta.get("date")) or fetched_at
     print_ = fingerprint(body)
+    topics, topic_matches = tag_article(profiles, title=title, body=body)
     return Article(
         url=item.url,
         canonical_url=item.canonical_url,
@@ -210,6 +213,8 @@ def build_article(
         body_source=source,
         lsh_bands=print_.bands,
         minhash=print_.signature,
+        topics=tuple(topics),
+        topic_matches=tuple(topic_matches),
     )
 
 
@@ -261,6 +266,7 @@ def process_page(
     min_chars: int,
     prefix_chars: int,
     timeout: float = 30.0,
+    profiles: Sequence[Profile] = (),
 ) -> Article | PipelineError:
     """Worker entry point: never raises a PipelineError, returns it (exceptions cross processes badly)."""
     try:
@@ -276,6 +282,7 @@ def process_page(
                 min_chars=min_chars,
                 prefix_chars=prefix_chars,
                 no_page_reason=not_html or "page not downloaded",
+                profiles=profiles,
             )
     except PipelineError as err:
         return err
@@ -289,7 +296,12 @@ PageJob = tuple[FeedItem, bytes | None, str, str, datetime]  # item, content, co
 
 
 def process_pages(
-    jobs: list[PageJob], languages: tuple[str, ...], min_chars: int, prefix_chars: int, timeout: float = 30.0
+    jobs: list[PageJob],
+    languages: tuple[str, ...],
+    min_chars: int,
+    prefix_chars: int,
+    timeout: float = 30.0,
+    profiles: Sequence[Profile] = (),
 ) -> list[Article | PipelineError]:
     """``process_page`` over a small batch: one round trip to a worker process for several pages."""
-    return [process_page(*job, languages, min_chars, prefix_chars, timeout) for job in jobs]
+    return [process_page(*job, languages, min_chars, prefix_chars, timeout, profiles) for job in jobs]

@@ -22,6 +22,7 @@ from pipeline.fetch import Fetcher
 from pipeline.poll import PollResult, poll_feed
 from pipeline.records import Article, FeedConfig, FeedItem, FeedState
 from pipeline.settings import Settings
+from pipeline.topics import Profile
 
 _log = log.get(__name__)
 PAGE_ACCEPT = "text/html,application/xhtml+xml;q=0.9,*/*;q=0.5"
@@ -83,6 +84,7 @@ def stream(
     now: datetime,
     admit: Callable[[Sequence[FeedItem]], list[FeedItem]],
     progress: Callable[[str, int, int], None] | None = None,
+    profiles: Sequence[Profile] = (),
 ) -> Iterator[Polled | Processed]:
     """Poll ``feeds``, download the items ``admit`` lets through (it sees each feed's items as soon as
     that feed is parsed), and extract them. Yields a ``Polled`` per feed and a ``Processed`` per item,
@@ -93,6 +95,7 @@ def stream(
         settings.min_body_chars,
         settings.lang_prefix_chars,
         settings.extract_timeout,
+        tuple(profiles),
     )
     max_downloads = settings.fetch_workers * 2
     max_batches = workers.count * 3

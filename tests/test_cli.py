@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import yaml
 from pipeline.demo.server import SiteServer
 from pipeline.demo.site import build_site, demo_feeds, expectations
 from pipeline.settings import PROJECT_ROOT
+from pipeline.topics import load_profile
 
 INDEXED = {"indexed", "feed_fallback"}
 
@@ -132,3 +134,55 @@ def test_bad_configuration_exits_1_with_one_line(tmp_path: Path) -> None:
     wrong = cli("run", env={"LANGUAGES": "arabic", "DATA_DIR": str(tmp_path)})
     assert wrong.returncode == 1 and "LANGUAGES" in wrong.stderr
     assert cli("search").returncode == 2  # usage error: no query
+
+
+def test_profile_build_writes_a_loadable_profile(tmp_path: Path) -> None:
+    out = tmp_path / "profiles" / "seed.yaml"
+    report = PROJECT_ROOT / "seeds" / "seed-report-iran-russia-assad.txt"
+    result = cli("profile", "build", str(report), "-o", str(out), "--id", "seed-draft", "--title", "مسودة")
+    assert result.returncode == 0, result.stderr
+    profile = load_profile(out)
+    assert profile.id == "seed-draft" and profile.title == "مسودة"
+    texts = {t.text for t in profile.terms} | {v for t in profile.terms for v in t.variants}
+    assert any("سليماني" in t for t in texts) and any("موسكو" in t for t in texts)
+    again = cli("profile", "build", str(report), "-o", str(out))
+    assert again.returncode == 1 and "exists" in again.stderr
+    missing = cli("profile", "build", str(tmp_path / "nope.txt"), "-o", str(tmp_path / "x.yaml"))
+    assert missing.returncode == 1 and "cannot read" in missing.stderr
+
+
+def test_explain_and_retag_after_a_profile_change(feeds_file: Path, demo_site: SiteServer, tmp_path: Path) -> None:
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    seed = PROJECT_ROOT / "seeds" / "profiles" / "iran-russia-assad.yaml"
+    (profiles / "iran-russia-assad.yaml").write_text(seed.read_text(encoding="utf-8"), encoding="utf-8")
+    env = {
+        "DATA_DIR": str(tmp_path / "data"),
+        "FEEDS_FILE": str(feeds_file),
+        "ALLOW_PRIVATE_HOSTS": "1",
+        "PROFILES_DIR": str(profiles),
+    }
+    assert cli("run", "--json", env=env).returncode == 0
+    seed_titles = {e.title for e in expectations() if e.topic == "seed" and e.outcome in INDEXED}
+    hits = json.loads(cli("search", "سليماني", "--json", "-n", "50", env=env).stdout)["hits"]
+    tagged = [h for h in hits if h["title"] in seed_titles]
+    assert tagged and all(h["topics"] == ["iran-russia-assad"] for h in tagged)
+    why = json.loads(cli("profile", "explain", tagged[0]["id"], "--json", env=env).stdout)
+    [report] = why["profiles"]
+    assert report["tagged"] and report["score"] >= report["threshold"]
+    assert any(t["term"] == "قاسم سليماني" and t["occurrences"]["body"] for t in report["terms"])
+    # The analyst raises the tag threshold above every score: re-tagging removes the tags, downloads nothing.
+    text = (profiles / "iran-russia-assad.yaml").read_text(encoding="utf-8")
+    (profiles / "iran-russia-assad.yaml").write_text(
+        re.sub(r"(?m)^(\s*(?:tag|alert):\s*)[0-9.]+", r"\g<1>9.99", text), encoding="utf-8"
+    )
+    requests_before = sum(demo_site.requests.values())
+    result = cli("retag", "--profile", "iran-russia-assad", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["changed"] == len(seed_titles) and summary["tagged"] == {"iran-russia-assad": 0}
+    assert sum(demo_site.requests.values()) == requests_before
+    hits = json.loads(cli("search", "سليماني", "--json", "-n", "50", env=env).stdout)["hits"]
+    assert all(h["topics"] == [] for h in hits)
+    unknown = cli("retag", "--profile", "nope", env=env)
+    assert unknown.returncode == 1 and "no profile 'nope'" in unknown.stderr

@@ -78,6 +78,14 @@ def test_full_run_indexes_exactly_the_expected_articles(
         assert all(d["duplicate_of"] == first["cluster_id"] for d in group if d is not first)
         assert all(d["cluster_size"] == len(group) for d in group)
     assert summary.near_duplicates_clustered == sum(len(g) - 1 for g in by_story.values())
+    # The seed profile tags the seed topic's articles, with the terms that earned the tag, and nothing else.
+    for url, e in wanted.items():
+        topics = docs[url]["topics"]
+        assert topics == (["iran-russia-assad"] if e.topic == "seed" else []), (e.title, topics)
+        if topics:
+            [match] = docs[url]["topic_matches"]
+            assert match["profile"] == "iran-russia-assad" and match["terms"] and match["score"] > 0
+    assert summary.tagged == {"iran-russia-assad": sum(1 for e in wanted.values() if e.topic == "seed")}
     rejected = Counter(e.language for e in expectations() if e.outcome == "language")
     assert summary.skipped_language == dict(rejected)
     outcomes = Counter(e.outcome for e in expectations())
