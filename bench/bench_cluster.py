@@ -1,7 +1,7 @@
 """Cost of near-duplicate clustering with a large index.
 
 Fills the embedded server with N synthetic Arabic articles (default 100,000; distinct texts built from
-the sample corpus's sentences, with their MinHash bands and LSH buckets), then clusters and indexes batches of new
+the sample corpus's sentences, with their MinHash bands), then clusters and indexes batches of new
 articles against it, a third of them copies of indexed articles (edited as republished wire copy is).
 Prints the clustering cost per article (fingerprint, candidate look-up, exact checks, assignment), the
 index size, and the memory of this process and of the search server.
@@ -109,7 +109,6 @@ def main() -> None:
             if n >= present:
                 chunk.append(article)
             if len(chunk) == 2000 or (n == args.n - 1 and chunk):
-                index.add_to_buckets(es, settings.es_index, chunk)
                 index.bulk_write(es, index.article_actions(settings.es_index, chunk))
                 chunk = []
                 print(f"\rfilling the index: {n + 1}/{args.n}", end="", file=sys.stderr)

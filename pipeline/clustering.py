@@ -63,26 +63,30 @@ def cluster_articles(
                 if similarity(grams[x], grams[y]) >= threshold:
                     pairs.append(pair)
 
-    # Against the index: the LSH buckets of the batch's bands (look-ups by id), the candidates' signatures,
-    # then the exact check on the few whose signatures look close.
+    # Against the index: one look-up for the batch, candidates by shared band, then the exact check on the
+    # few whose signatures look close.
     margin = timedelta(days=window_days)
-    candidates: dict[str, set[str]] = defaultdict(set)  # indexed article id → new articles it may copy
-    for band, members in index.bucket_members(es, alias, buckets.keys()).items():
-        for member_id, epoch in members:
-            if member_id in by_id:
-                continue  # in this batch too (an update): compared above
-            for article_id in buckets[band]:
-                if abs(by_id[article_id].published_at.timestamp() - epoch) <= margin.total_seconds():
-                    candidates[member_id].add(article_id)
-    stored = index.get_many(es, alias, sorted(candidates), fields=["cluster_id", "minhash", "published_at"])
+    hits = (
+        index.cluster_candidates(
+            es,
+            alias,
+            buckets.keys(),
+            since=(min(a.published_at for a in articles) - margin).isoformat(),
+            until=(max(a.published_at for a in articles) + margin).isoformat(),
+        )
+        if articles
+        else []
+    )
     close: list[tuple[str, dict[str, str]]] = []
-    for member_id, src in stored.items():
-        if not src.get("minhash"):
-            continue
-        hit = {"_id": member_id, **src}
-        member_print = Fingerprint((), src["minhash"])
-        for article_id in sorted(candidates[member_id]):
-            if estimated_similarity(prints[article_id], member_print) >= threshold - ESTIMATE_MARGIN:
+    for hit in hits:
+        if hit["_id"] in by_id or not hit.get("minhash"):
+            continue  # in this batch too (an update): compared above
+        hit_print = Fingerprint((), hit["minhash"])
+        hit_time = _when(hit["published_at"])
+        for article_id in {i for band in hit.get("lsh_bands", []) for i in buckets.get(band, ())}:
+            if abs(by_id[article_id].published_at - hit_time) > margin:
+                continue
+            if estimated_similarity(prints[article_id], hit_print) >= threshold - ESTIMATE_MARGIN:
                 close.append((article_id, hit))
     bodies = index.get_many(es, alias, sorted({hit["_id"] for _, hit in close}), fields=["body"])
     joins: list[tuple[str, str]] = []
@@ -119,9 +123,6 @@ def index_clustered(
     """Cluster ``articles``, index them, then move indexed clusters whose head changed and update the
     sizes of every cluster that grew. What a cycle does after exact deduplication."""
     clustered = cluster_articles(es, alias, articles, threshold=threshold, window_days=window_days)
-    # Buckets first: a crash between the two writes leaves a bucket entry without its article (skipped
-    # when looked up), never an article later copies cannot find.
-    index.add_to_buckets(es, alias, clustered.articles)
     written = index.bulk_write(es, index.article_actions(alias, clustered.articles))
     index.refresh(es, alias)
     index.repoint_clusters(es, alias, clustered.assignment.repoint)

@@ -2,8 +2,7 @@
 
 The articles live in a backing index ``<alias>-000001`` behind the alias ``ES_INDEX`` that analysts and
 Kibana search; a template from ``schemas/`` fixes their mapping. Feed state and the seen-URL ledger live
-in ``<alias>-feeds`` and ``<alias>-seen``, and the near-duplicate buckets in ``<alias>-lsh``, so several
-workers (Airflow, or two runs) agree.
+in ``<alias>-feeds`` and ``<alias>-seen``, so several workers (Airflow, or two runs) agree.
 """
 
 from __future__ import annotations
@@ -68,10 +67,6 @@ class Names:
     def seen(self) -> str:
         return f"{self.alias}-seen"
 
-    @property
-    def lsh(self) -> str:
-        return f"{self.alias}-lsh"
-
 
 def load_template(alias: str, path: Path = SCHEMAS / "index-template.json") -> dict[str, Any]:
     raw: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
@@ -100,7 +95,7 @@ def ensure_indices(es: Elasticsearch, alias: str) -> None:
             # New fields in the template reach the live index too (additive mapping changes only).
             es.indices.put_mapping(index=alias, **template["template"]["mappings"])
         state = json.loads((SCHEMAS / "state-indices.json").read_text(encoding="utf-8"))
-        for key in ("feeds", "seen", "lsh"):
+        for key in ("feeds", "seen"):
             name = getattr(names, key)
             if not es.indices.exists(index=name):
                 _create(es, name, mappings=state[key]["mappings"])
@@ -119,7 +114,7 @@ def _create(es: Elasticsearch, name: str, **body: Any) -> None:
 
 def refresh(es: Elasticsearch, alias: str) -> None:
     names = Names(alias)
-    es.indices.refresh(index=[alias, names.feeds, names.seen, names.lsh])
+    es.indices.refresh(index=[alias, names.feeds, names.seen])
 
 
 def get_many(
@@ -278,49 +273,26 @@ def scan_articles(es: Elasticsearch, alias: str, fields: list[str]) -> Iterator[
     return _scan(es, alias, {"match_all": {}}, fields, page=1000)
 
 
-# A bucket shared by this many articles says nothing about any of them (boilerplate-only pages): it stops
-# growing, which also bounds the bucket documents.
-BUCKET_CAP = 500
-
-
-def bucket_members(es: Elasticsearch, alias: str, bands: Iterable[str]) -> dict[str, list[tuple[str, int]]]:
-    """The articles in each LSH bucket: band key → [(article id, published_at as epoch seconds)].
-
-    Buckets are documents of ``<alias>-lsh`` keyed by band: a look-up by id costs the same however large
-    the index grows (a search over a keyword field is a pass over the index on small servers)."""
-    found = get_many(es, Names(alias).lsh, sorted(set(bands)), fields=["m"])
-    out: dict[str, list[tuple[str, int]]] = {}
-    for band, src in found.items():
-        members = []
-        for entry in src.get("m", []):
-            article_id, _, epoch = str(entry).partition("|")
-            members.append((article_id, int(epoch or 0)))
-        out[band] = members
-    return out
-
-
-def add_to_buckets(es: Elasticsearch, alias: str, articles: Iterable[Article]) -> BulkResult:
-    """Put each article in the buckets of its bands (idempotent: a retry adds nothing twice)."""
-    name = Names(alias).lsh
-
-    def actions() -> Iterator[dict[str, Any]]:
-        for article in articles:
-            entry = f"{article.id}|{int(article.published_at.timestamp())}"
-            for band in article.lsh_bands:
-                yield {
-                    "_op_type": "update",
-                    "_index": name,
-                    "_id": band,
-                    "retry_on_conflict": 5,
-                    "script": {
-                        "source": "if (ctx._source.m.size() < params.cap && !ctx._source.m.contains(params.e)) "
-                        "{ ctx._source.m.add(params.e) } else { ctx.op = 'noop' }",
-                        "params": {"e": entry, "cap": BUCKET_CAP},
-                    },
-                    "upsert": {"m": [entry]},
-                }
-
-    return bulk_write(es, actions(), chunk_size=2000)
+def cluster_candidates(
+    es: Elasticsearch, alias: str, bands: Iterable[str], *, since: str, until: str
+) -> list[dict[str, Any]]:
+    """Indexed articles published between ``since`` and ``until`` (ISO) that hold any of ``bands``:
+    [{"_id", "lsh_bands", "cluster_id", "minhash", "published_at"}]. One query for a whole batch of
+    new articles, not one per article: a search costs a pass over the index on small servers."""
+    wanted = sorted(set(bands))
+    out: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(wanted), 10000):
+        query = {
+            "bool": {
+                "filter": [
+                    {"terms": {"lsh_bands": wanted[start : start + 10000]}},
+                    {"range": {"published_at": {"gte": since, "lte": until}}},
+                ]
+            }
+        }
+        for hit in _scan(es, alias, query, ["lsh_bands", "cluster_id", "minhash", "published_at"]):
+            out[hit["_id"]] = {"_id": hit["_id"], **hit["_source"]}
+    return list(out.values())
 
 
 def _members(es: Elasticsearch, alias: str, cluster_ids: Sequence[str]) -> dict[str, list[str]]:

@@ -47,7 +47,7 @@ def es(es_url: str) -> Iterator[Elasticsearch]:
 def alias(es: Elasticsearch) -> Iterator[str]:
     name = f"t{uuid.uuid4().hex[:10]}-articles"
     yield name
-    for suffix in ("000001", "feeds", "seen", "lsh"):
+    for suffix in ("000001", "feeds", "seen"):
         es.indices.delete(index=f"{name}-{suffix}", ignore_unavailable=True)
 
 
