@@ -48,18 +48,7 @@ def load_feeds(path: Path) -> list[FeedConfig]:
         ConfigError: the file is missing, unreadable, not YAML, or breaks the schema, or two feeds
             share an id or a URL. The message names the file, the line and the field, one error a line.
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such feed list") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: cannot read the feed list: {err}") from None
-
-    root, data = _parse_yaml(text, path)
-    lines = _LineIndex(root)
-    if not isinstance(data, dict):
-        kind = "empty" if data is None else f"a {type(data).__name__}"
-        raise ConfigError(f"{path}:{lines.line(())}: the feed list must be a mapping with a 'feeds' list, not {kind}")
+    data, lines = read_yaml_mapping(path, what="feed list", expected="a mapping with a 'feeds' list")
 
     found = [error for err in _validator().iter_errors(data) for error in _schema_errors(err, path, lines)]
     feeds = data.get("feeds")
@@ -83,6 +72,26 @@ def load_feeds(path: Path) -> list[FeedConfig]:
         )
         for index, entry in enumerate(data["feeds"])
     ]
+
+
+def read_yaml_mapping(path: Path, *, what: str, expected: str) -> tuple[dict[str, Any], _LineIndex]:
+    """A YAML file that must hold a mapping, with the line of every node for error messages.
+
+    Raises:
+        ConfigError: missing, unreadable, not YAML, or not a mapping; the message names file and line.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such {what}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read the {what}: {err}") from None
+    root, data = _parse_yaml(text, path)
+    lines = _LineIndex(root)
+    if not isinstance(data, dict):
+        kind = "empty" if data is None else f"a {type(data).__name__}"
+        raise ConfigError(f"{path}:{lines.line(())}: the {what} must be {expected}, not {kind}")
+    return data, lines
 
 
 def enabled_feeds(feeds: Iterable[FeedConfig]) -> list[FeedConfig]:

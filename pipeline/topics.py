@@ -49,7 +49,7 @@ import jsonschema  # type: ignore[import-untyped, unused-ignore]
 import Stemmer  # type: ignore[import-not-found, unused-ignore]
 
 from pipeline.errors import ConfigError
-from pipeline.feeds import _dotted, _LineIndex, _parse_yaml, _schema_errors, _sort_key
+from pipeline.feeds import _dotted, _LineIndex, _schema_errors, _sort_key, read_yaml_mapping
 from pipeline.normalize import normalize_text
 
 __all__ = [
@@ -475,18 +475,7 @@ def load_profile(path: Path) -> Profile:
 
 def _load(path: Path) -> tuple[Profile, int]:
     """The profile and the line of its id."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such profile") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: cannot read the profile: {err}") from None
-
-    root, data = _parse_yaml(text, path)
-    lines = _LineIndex(root)
-    if not isinstance(data, dict):
-        kind = "empty" if data is None else f"a {type(data).__name__}"
-        raise ConfigError(f"{path}:{lines.line(())}: a profile must be a mapping with id, title and terms, not {kind}")
+    data, lines = read_yaml_mapping(path, what="profile", expected="a mapping with id, title and terms")
     found: list[Problem] = [
         error for err in _validator().iter_errors(data) for error in _schema_errors(err, path, lines)
     ]

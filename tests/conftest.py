@@ -14,6 +14,7 @@ import pytest
 from elasticsearch import Elasticsearch
 
 from pipeline.demo.server import SiteServer
+from pipeline.demo.site import build_site
 from pipeline.embedded import start_server, stop_group
 from pipeline.settings import Settings
 
@@ -69,6 +70,15 @@ def settings(es_url: str, alias: str, tmp_path: Path) -> Settings:
 @pytest.fixture
 def site() -> Iterator[SiteServer]:
     server = SiteServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def demo_site() -> Iterator[SiteServer]:
+    """The bundled sample site (the one `demo` serves), on a loopback port."""
+    server = SiteServer().start()
+    server.resources = dict(build_site(server.base_url))
     yield server
     server.stop()
 

@@ -8,14 +8,13 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
 from pipeline.demo.server import SiteServer
-from pipeline.demo.site import build_site, demo_feeds, expectations
+from pipeline.demo.site import demo_feeds, expectations
 from pipeline.settings import PROJECT_ROOT
 from pipeline.topics import load_profile
 
@@ -36,14 +35,6 @@ def cli(
         timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
-
-
-@pytest.fixture
-def demo_site() -> Iterator[SiteServer]:
-    server = SiteServer().start()
-    server.resources = build_site(server.base_url)
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -15,20 +14,12 @@ from elasticsearch import Elasticsearch
 from pipeline import index
 from pipeline.cycle import run_cycle
 from pipeline.demo.server import SiteServer
-from pipeline.demo.site import Expected, Resource, build_site, demo_feeds, expectations
+from pipeline.demo.site import Expected, Resource, demo_feeds, expectations
 from pipeline.records import FeedConfig, doc_id
 from pipeline.settings import PROJECT_ROOT, Settings
 from pipeline.urls import canonical_url
 
 INDEXED = {"indexed", "feed_fallback"}
-
-
-@pytest.fixture
-def demo_site() -> Iterator[SiteServer]:
-    server = SiteServer().start()
-    server.resources = build_site(server.base_url)
-    yield server
-    server.stop()
 
 
 def feeds_of(site: SiteServer) -> list[FeedConfig]:
