@@ -232,8 +232,9 @@ def _not_html(content: bytes, content_type: str) -> str:
     return ""
 
 
-class _TookTooLong(Exception):
-    pass
+class _TookTooLong(BaseException):
+    """Raised by the alarm. A BaseException, like KeyboardInterrupt: trafilatura catches Exception in
+    places and would carry on extracting."""
 
 
 @contextmanager
