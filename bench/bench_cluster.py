@@ -15,6 +15,7 @@ import argparse
 import random
 import resource
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -90,6 +91,8 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=4)
     parser.add_argument("--data-dir", type=Path, help="keep the filled index here and reuse it next time")
     args = parser.parse_args()
+    # A SIGTERM (timeout, pkill) must still run the finally blocks that stop the servers we started.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     rng = random.Random(1)
     pool = sentence_pool()
     tmp = args.data_dir or Path(tempfile.mkdtemp(prefix="bench-cluster-"))

@@ -21,6 +21,7 @@ import os
 import pstats
 import resource
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -109,6 +110,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="report the round with the median ratio")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    # A SIGTERM (timeout, pkill) must still run the finally blocks that stop the servers we started.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
     ctx = multiprocessing.get_context("spawn")
     ports: multiprocessing.Queue = ctx.Queue()  # type: ignore[type-arg]
