@@ -60,9 +60,13 @@ def _fail(message: str) -> None:
     raise typer.Exit(1)
 
 
-def _progress(enabled: bool) -> tuple[Progress | None, cycle.Progress | None]:
+@contextmanager
+def _progress(enabled: bool) -> Iterator[cycle.Progress | None]:
+    """A progress bar on stderr while the block runs, when asked for and stderr is a terminal; yields
+    the callback to report progress with (None when there is no bar)."""
     if not enabled or not sys.stderr.isatty():
-        return None, None
+        yield None
+        return
     bar = Progress(
         TextColumn("{task.description:>9}"),
         BarColumn(),
@@ -78,16 +82,13 @@ def _progress(enabled: bool) -> tuple[Progress | None, cycle.Progress | None]:
             tasks[stage] = bar.add_task(stage, total=total)
         bar.update(tasks[stage], completed=done, total=total)
 
-    return bar, update
+    with bar:
+        yield update
 
 
 def _run(settings: Settings, feeds: list[FeedConfig], *, as_json: bool) -> cycle.RunSummary:
-    bar, update = _progress(not as_json)
-    with open_index(settings) as es:
-        if bar:
-            with bar:
-                return cycle.run_cycle(settings, es, feeds, progress=update)
-        return cycle.run_cycle(settings, es, feeds)
+    with _progress(not as_json) as update, open_index(settings) as es:
+        return cycle.run_cycle(settings, es, feeds, progress=update)
 
 
 def _counts(counts: dict[str, int]) -> str:
@@ -194,13 +195,8 @@ def demo(
         with SiteServer() as site:
             site.resources = dict(build_site(site.base_url))
             feeds = [FeedConfig(**f) for f in demo_feeds(site.base_url)]
-            bar, update = _progress(not as_json)
-            with open_index(settings) as es:
-                if bar:
-                    with bar:
-                        summary = cycle.run_cycle(settings, es, feeds, progress=update)
-                else:
-                    summary = cycle.run_cycle(settings, es, feeds)
+            with _progress(not as_json) as update, open_index(settings) as es:
+                summary = cycle.run_cycle(settings, es, feeds, progress=update)
                 hits = index.search_articles(es, settings.es_index, SEED_QUERY, size=5)
     except PipelineError as e:
         _fail(str(e))
@@ -428,19 +424,10 @@ def retag(
         profiles = load_profiles(settings.profiles_dir)
         if profile_id is not None and profile_id not in {p.id for p in profiles}:
             _fail(f"no profile {profile_id!r} in {settings.profiles_dir}")
-        bar, update = _progress(not as_json)
-        with open_index(settings) as es:
+        with _progress(not as_json) as update, open_index(settings) as es:
             index.ensure_indices(es, settings.es_index)
-
-            def progress(done: int, total: int) -> None:
-                if update:
-                    update("retag", done, total)
-
-            if bar:
-                with bar:
-                    summary = retag_all(es, settings.es_index, profiles, only=profile_id, progress=progress)
-            else:
-                summary = retag_all(es, settings.es_index, profiles, only=profile_id)
+            progress = (lambda done, total: update("retag", done, total)) if update else None
+            summary = retag_all(es, settings.es_index, profiles, only=profile_id, progress=progress)
     except (ConfigError, IndexingError) as e:
         _fail(str(e))
     if as_json:
