@@ -502,5 +502,13 @@ def _health(state: Any) -> str:
     return "moved" if state.moved_to else "ok"
 
 
+# Sub-command groups live in their own modules (they import the helpers above, hence the late import).
+from pipeline import cli_alerts, cli_compare, cli_setup  # noqa: E402
+
+app.add_typer(cli_alerts.app, name="alerts")
+app.add_typer(cli_compare.app, name="compare")
+app.add_typer(cli_setup.app, name="setup")
+
+
 def main() -> None:
     app()

@@ -67,6 +67,10 @@ class Names:
     def seen(self) -> str:
         return f"{self.alias}-seen"
 
+    @property
+    def alerts(self) -> str:
+        return f"{self.alias}-alerts"
+
 
 def load_template(alias: str, path: Path = SCHEMAS / "index-template.json") -> dict[str, Any]:
     raw: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
@@ -95,7 +99,7 @@ def ensure_indices(es: Elasticsearch, alias: str) -> None:
             # New fields in the template reach the live index too (additive mapping changes only).
             es.indices.put_mapping(index=alias, **template["template"]["mappings"])
         state = json.loads((SCHEMAS / "state-indices.json").read_text(encoding="utf-8"))
-        for key in ("feeds", "seen"):
+        for key in ("feeds", "seen", "alerts"):
             name = getattr(names, key)
             if not es.indices.exists(index=name):
                 _create(es, name, mappings=state[key]["mappings"])
