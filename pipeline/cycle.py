@@ -8,9 +8,9 @@ index stops the run.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from elasticsearch import Elasticsearch
@@ -21,13 +21,16 @@ from pipeline.dedup import drop_exact_duplicates
 from pipeline.errors import LanguageRejected
 from pipeline.fetch import Fetcher
 from pipeline.poll import PollResult
-from pipeline.records import Article, FeedConfig, FeedItem, iso
+from pipeline.records import Article, FeedConfig, FeedItem, FeedState, iso
 from pipeline.settings import Settings
 from pipeline.topics import load_profiles
 
 _log = log.get(__name__)
 # Outcomes after which an item is never downloaded again (unless its feed entry says it was updated).
 FINAL = {"indexed", "duplicate", "language"}
+# An item written to the landing area is not downloaded again for this long while it waits to be
+# processed; after that (a batch lost before processing) it is taken again.
+LANDED_HOLD = timedelta(hours=6)
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -52,6 +55,7 @@ class RunSummary:
     feed_fallbacks: int = 0
     extract_failed: int = 0
     skipped_language: dict[str, int] = field(default_factory=dict)
+    unchanged: int = 0
     exact_duplicates: int = 0
     indexed: int = 0
     index_failed: int = 0
@@ -73,20 +77,52 @@ class RunSummary:
 
 
 @dataclass(frozen=True, slots=True)
-class _Outcome:
-    item: FeedItem
-    outcome: str  # indexed | duplicate | language | failed
+class Outcome:
+    """What happened to one feed item, for the seen-URL ledger (``<alias>-seen``)."""
+
+    id: str
+    canonical_url: str
+    feed_id: str
+    url: str
+    updated_at: str | None  # the feed entry's own "updated" time, ISO
+    outcome: str  # indexed | duplicate | language | failed | landed
     reason: str = ""
+
+    @classmethod
+    def of(cls, item: FeedItem, outcome: str, reason: str = "") -> Outcome:
+        return cls(item.id, item.canonical_url, item.feed_id, item.url, iso(item.updated_at), outcome, reason)
+
+    @classmethod
+    def of_article(cls, article: Article, updated_at: str | None, outcome: str, reason: str = "") -> Outcome:
+        return cls(article.id, article.canonical_url, article.feed_id, article.url, updated_at, outcome, reason)
+
+
+@dataclass(slots=True)
+class Collected:
+    """The first half of a cycle: feeds polled, new pages downloaded and extracted, nothing written yet.
+    The Airflow polling DAG writes it to the landing area (``pipeline/landing.py``); the command line
+    hands it straight to ``process``."""
+
+    summary: RunSummary
+    articles: list[Article]
+    rank: dict[str, int]  # article id → feed order × 10⁶ + position in its feed (dedup tie-break)
+    updated: dict[str, str | None]  # article id → its feed entry's "updated" time
+    attempts: dict[str, int]  # item id → earlier failed attempts
+    outcomes: list[Outcome]  # final outcomes known already: language rejections and failures
+    states: list[FeedState]  # each feed's state after this poll, written once the batch is safe
 
 
 def select_new(
-    es: Elasticsearch, alias: str, items: Sequence[FeedItem], *, max_attempts: int
+    es: Elasticsearch, alias: str, items: Sequence[FeedItem], *, max_attempts: int, now: datetime | None = None
 ) -> tuple[list[FeedItem], dict[str, int]]:
-    """Items not yet handled for good: not indexed, not rejected before, not given up on; plus items whose
-    feed entry was updated since we took them. Also returns the previous attempt counts."""
+    """Items not yet handled for good: not indexed, not rejected before, not given up on, not waiting in
+    the landing area; plus items whose feed entry was updated since we took them. Also returns the
+    previous attempt counts."""
+    now = now or datetime.now(UTC)
     ids = [item.id for item in items]
     indexed = index.get_many(es, alias, ids, fields=[])
-    seen = index.get_many(es, index.Names(alias).seen, ids, fields=["outcome", "attempts", "updated_at"])
+    seen = index.get_many(es, index.Names(alias).seen, ids, fields=["outcome", "attempts", "updated_at", "last_seen"])
+    hold = iso(now - LANDED_HOLD) or ""
     fresh: list[FeedItem] = []
     attempts: dict[str, int] = {}
     for item in items:
@@ -96,7 +132,8 @@ def select_new(
         updated = (
             item.updated_at is not None and bool(record) and (before is None or (iso(item.updated_at) or "") > before)
         )
-        if item.id in indexed or record.get("outcome") in FINAL:
+        waiting = record.get("outcome") == "landed" and (record.get("last_seen") or "") > hold
+        if item.id in indexed or record.get("outcome") in FINAL or waiting:
             if not updated:
                 continue
         elif record.get("outcome") == "failed" and int(record.get("attempts", 0)) >= max_attempts:
@@ -106,21 +143,28 @@ def select_new(
     return fresh, attempts
 
 
-def run_cycle(
+def collect(
     settings: Settings,
     es: Elasticsearch,
     feeds: Sequence[FeedConfig],
     *,
+    feed_order: Mapping[str, int] | None = None,
     fetcher: Fetcher | None = None,
     progress: Progress | None = None,
-) -> RunSummary:
-    """Run one cycle over ``feeds`` into the index ``settings.es_index``.
+    now: datetime | None = None,
+) -> Collected:
+    """Poll ``feeds``, download their new items and extract the articles. Reads the index (what is
+    known already) but writes nothing: see ``commit_collected`` and ``process``.
+
+    ``feed_order`` gives every feed's position in the whole feed list when ``feeds`` is one batch of it
+    (Airflow maps batches over tasks), so that an article listed by two feeds is credited alike.
 
     Raises:
-        IndexingError: the index cannot be set up or read (the run cannot happen).
+        ConfigError: a profile is invalid (before any download).
+        IndexingError: the index cannot be set up or read.
     """
     started = time.monotonic()
-    now = datetime.now(UTC)
+    now = now or datetime.now(UTC)
     summary = RunSummary(started_at=iso(now) or "", feeds_total=len(feeds))
     alias = settings.es_index
     profiles = load_profiles(settings.profiles_dir)  # a bad profile stops the run before any download
@@ -129,7 +173,7 @@ def run_cycle(
     own_fetcher = fetcher is None
     fetcher = fetcher or Fetcher(settings)
     clock = _Clock(summary)
-    feed_order = {feed.id: n for n, feed in enumerate(feeds)}
+    order = dict(feed_order) if feed_order is not None else {feed.id: n for n, feed in enumerate(feeds)}
     # canonical URL → (feed position, feed id, outlet) of the earliest-listed feed that carries it.
     claimed: dict[str, tuple[int, str, str]] = {}
     fresh: list[FeedItem] = []
@@ -141,16 +185,16 @@ def run_cycle(
         # first; the article is credited to the feed listed first in the feed list (fixed before indexing).
         mine = []
         for position, item in enumerate(items):
-            owner = (feed_order.get(item.feed_id, len(feeds)), item.feed_id, item.outlet)
+            owner = (order.get(item.feed_id, len(order)), item.feed_id, item.outlet)
             if item.canonical_url in claimed:
                 summary.items_same_url += 1
                 claimed[item.canonical_url] = min(claimed[item.canonical_url], owner)
                 continue
             claimed[item.canonical_url] = owner
-            rank[item.id] = feed_order.get(item.feed_id, len(feeds)) * 1_000_000 + position
+            rank[item.id] = order.get(item.feed_id, len(order)) * 1_000_000 + position
             mine.append(item)
         summary.items_seen += len(items)
-        new, tried = select_new(es, alias, mine, max_attempts=settings.max_item_attempts)
+        new, tried = select_new(es, alias, mine, max_attempts=settings.max_item_attempts, now=now)
         attempts.update(tried)
         summary.items_new += len(new)
         summary.items_known += len(mine) - len(new)
@@ -159,7 +203,7 @@ def run_cycle(
 
     polled: dict[str, PollResult] = {}
     articles: list[Article] = []
-    outcomes: list[_Outcome] = []
+    outcomes: list[Outcome] = []
     try:
         stream = flow.stream(
             settings, fetcher, feeds, states, now=now, admit=admit, progress=progress, profiles=profiles
@@ -179,12 +223,12 @@ def run_cycle(
                 continue
             elif isinstance(result, LanguageRejected):
                 summary.skipped_language[result.language] = summary.skipped_language.get(result.language, 0) + 1
-                outcomes.append(_Outcome(item, "language", f"language {result.language}"))
+                outcomes.append(Outcome.of(item, "language", f"language {result.language}"))
                 _log.info("language.rejected", feed=item.feed_id, url=item.url, language=result.language)
             else:
                 summary.extract_failed += 1
                 reason = f"{fetch_error}; then {result}" if fetch_error else str(result)
-                outcomes.append(_Outcome(item, "failed", reason))
+                outcomes.append(Outcome.of(item, "failed", reason))
                 _log.warning("extract.failed", feed=item.feed_id, url=item.url, reason=reason)
                 if len(summary.failures) < 50:
                     summary.failures.append({"feed": item.feed_id, "url": item.url, "reason": reason})
@@ -195,37 +239,172 @@ def run_cycle(
     articles = [_credit(a, claimed[a.canonical_url]) for a in articles]
     ordered_polls = [polled[feed.id] for feed in feeds]
     _count_polls(summary, ordered_polls)
-
     by_id = {item.id: item for item in fresh}
-    deduped = drop_exact_duplicates(articles, _indexed_hashes(es, alias, articles), rank=rank)
-    summary.exact_duplicates = len(deduped.duplicates)
-    for article, original in deduped.duplicates:
-        outcomes.append(_Outcome(by_id[article.id], "duplicate", f"same text as {original}"))
-        _log.info("dedup.exact", feed=article.feed_id, url=article.url, duplicate_of=original)
+    summary.seconds = round(time.monotonic() - started, 3)
+    return Collected(
+        summary=summary,
+        articles=articles,
+        rank={a.id: rank[a.id] for a in articles if a.id in rank},
+        updated={a.id: iso(by_id[a.id].updated_at) if a.id in by_id else None for a in articles},
+        attempts=attempts,
+        outcomes=outcomes,
+        states=[r.state for r in ordered_polls],
+    )
 
-    clock.lap("dedup")
+
+def commit_collected(
+    es: Elasticsearch, alias: str, collected: Collected, *, landed: bool, now: datetime | None = None
+) -> None:
+    """Remember what this poll learnt: every feed's state (validators, health) and the items that are
+    settled (language, failures). With ``landed``, the batch's articles are safe in the landing area:
+    they are marked so that the next poll does not download them again while they wait to be processed.
+    Called only once the articles are safe (indexed, or written to the landing area): a feed's new
+    validators must never hide items that were lost."""
+    now = now or datetime.now(UTC)
+    outcomes = list(collected.outcomes)
+    if landed:
+        outcomes += [Outcome.of_article(a, collected.updated.get(a.id), "landed") for a in collected.articles]
+    index.bulk_write(es, _seen_actions(alias, outcomes, collected.attempts, now)).raise_if_transient("seen ledger")
+    index.bulk_write(es, index.feed_state_actions(alias, collected.states)).raise_if_transient("feed states")
+    index.refresh(es, alias)
+
+
+@dataclass(slots=True)
+class Processed:
+    """The second half of a cycle: what happened to the collected articles."""
+
+    articles_in: int = 0
+    unchanged: int = 0  # already indexed with the same text (a replay, or an entry updated in words only)
+    exact_duplicates: int = 0
+    near_duplicates_clustered: int = 0
+    tagged: dict[str, int] = field(default_factory=dict)
+    indexed: int = 0
+    index_failed: int = 0
+    failures: list[dict[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def process(
+    settings: Settings,
+    es: Elasticsearch,
+    articles: Sequence[Article],
+    *,
+    rank: Mapping[str, int],
+    updated: Mapping[str, str | None],
+    attempts: Mapping[str, int] | None = None,
+    now: datetime | None = None,
+) -> Processed:
+    """Exact dedup, near-duplicate clustering, indexing and the seen ledger for extracted articles (tags
+    were set at extraction). Safe to repeat: an article already indexed with the same text is left as it
+    is, every write is keyed by the article's stable id.
+
+    Raises:
+        IndexingError: the index cannot be set up or read.
+    """
+    started = time.monotonic()
+    now = now or datetime.now(UTC)
+    alias = settings.es_index
+    index.ensure_indices(es, alias)
+    result = Processed(articles_in=len(articles))
+    # One article per id (two landing batches may hold the same URL): the earliest-listed feed's copy.
+    unique: dict[str, Article] = {}
+    for a in sorted(articles, key=lambda a: (rank.get(a.id, 1 << 62), a.fetched_at)):
+        unique.setdefault(a.id, a)
+    present = index.get_many(es, alias, list(unique), fields=["content_hash"])
+    outcomes: list[Outcome] = []
+    fresh = []
+    for a in unique.values():
+        if present.get(a.id, {}).get("content_hash") == a.content_hash:
+            result.unchanged += 1
+            outcomes.append(Outcome.of_article(a, updated.get(a.id), "indexed"))
+        else:
+            fresh.append(a)
+    deduped = drop_exact_duplicates(fresh, _indexed_hashes(es, alias, fresh), rank=rank)
+    result.exact_duplicates = len(deduped.duplicates)
+    for article, original in deduped.duplicates:
+        outcomes.append(Outcome.of_article(article, updated.get(article.id), "duplicate", f"same text as {original}"))
+        _log.info("dedup.exact", feed=article.feed_id, url=article.url, duplicate_of=original)
     clustered, written = index_clustered(
         es, alias, deduped.keep, threshold=settings.cluster_threshold, window_days=settings.cluster_window_days
     )
-    summary.near_duplicates_clustered = clustered.joined
-    summary.tagged = {p.id: 0 for p in profiles}
+    # The cluster could not take some articles now: fail, so that the caller retries the whole batch
+    # (what was written is then "unchanged"); documents it refused for good are counted as failed.
+    written.raise_if_transient("indexing articles")
+    result.near_duplicates_clustered = clustered.joined
+    result.tagged = {p.id: 0 for p in load_profiles(settings.profiles_dir)}
     for article in clustered.articles:
         for topic in article.topics:
-            summary.tagged[topic] = summary.tagged.get(topic, 0) + 1
-    summary.indexed = len(written.ok)
-    summary.index_failed = len(written.failed)
+            result.tagged[topic] = result.tagged.get(topic, 0) + 1
+    result.indexed = len(written.ok)
+    result.index_failed = len(written.failed)
+    kept = {a.id: a for a in clustered.articles}
     for doc_id, reason in written.failed:
-        outcomes.append(_Outcome(by_id[doc_id], "failed", f"index: {reason}"))
-        _log.warning("index.failed", feed=by_id[doc_id].feed_id, url=by_id[doc_id].url, reason=reason)
-    outcomes.extend(_Outcome(by_id[doc_id], "indexed") for doc_id in written.ok)
-
-    index.bulk_write(es, _seen_actions(alias, outcomes, attempts, now))
-    index.bulk_write(es, index.feed_state_actions(alias, [r.state for r in ordered_polls]))
+        a = kept[doc_id]
+        outcomes.append(Outcome.of_article(a, updated.get(doc_id), "failed", f"index: {reason}"))
+        _log.warning("index.failed", feed=a.feed_id, url=a.url, reason=reason)
+        if len(result.failures) < 50:
+            result.failures.append({"feed": a.feed_id, "url": a.url, "reason": f"index: {reason}"})
+    outcomes.extend(Outcome.of_article(kept[i], updated.get(i), "indexed") for i in written.ok)
+    index.bulk_write(es, _seen_actions(alias, outcomes, attempts or {}, now)).raise_if_transient("seen ledger")
     index.refresh(es, alias)
+    result.seconds = round(time.monotonic() - started, 3)
+    _log.info("process.summary", **{k: v for k, v in result.to_dict().items() if k != "failures"})
+    return result
+
+
+def run_cycle(
+    settings: Settings,
+    es: Elasticsearch,
+    feeds: Sequence[FeedConfig],
+    *,
+    fetcher: Fetcher | None = None,
+    progress: Progress | None = None,
+) -> RunSummary:
+    """Run one cycle over ``feeds`` into the index ``settings.es_index``: ``collect``, then ``process``,
+    then ``commit_collected`` (in that order, so a crash in between loses nothing: the items are simply
+    taken again next time).
+
+    Raises:
+        ConfigError: a profile is invalid.
+        IndexingError: the index cannot be set up or read (the run cannot happen).
+    """
+    started = time.monotonic()
+    now = datetime.now(UTC)
+    collected = collect(settings, es, feeds, fetcher=fetcher, progress=progress, now=now)
+    summary = collected.summary
+    clock = _Clock(summary)
+    done = process(
+        settings,
+        es,
+        collected.articles,
+        rank=collected.rank,
+        updated=collected.updated,
+        attempts=collected.attempts,
+        now=now,
+    )
+    merge_processed(summary, done)
+    commit_collected(es, settings.es_index, collected, landed=False, now=now)
     clock.lap("cluster+index")
     summary.seconds = round(time.monotonic() - started, 3)
     _log.info("run.summary", **{k: v for k, v in summary.to_dict().items() if k != "failures"})
     return summary
+
+
+def merge_processed(summary: RunSummary, done: Processed) -> None:
+    """Add a ``process`` result to a run summary."""
+    summary.unchanged += done.unchanged
+    summary.exact_duplicates += done.exact_duplicates
+    summary.near_duplicates_clustered = (summary.near_duplicates_clustered or 0) + done.near_duplicates_clustered
+    tagged = summary.tagged or {}
+    for topic, n in done.tagged.items():
+        tagged[topic] = tagged.get(topic, 0) + n
+    summary.tagged = tagged
+    summary.indexed += done.indexed
+    summary.index_failed += done.index_failed
+    summary.failures.extend(done.failures[: max(0, 50 - len(summary.failures))])
 
 
 def _credit(article: Article, owner: tuple[int, str, str]) -> Article:
@@ -288,21 +467,21 @@ def _indexed_hashes(es: Elasticsearch, alias: str, articles: Sequence[Article]) 
 
 
 def _seen_actions(
-    alias: str, outcomes: Sequence[_Outcome], attempts: dict[str, int], now: datetime
+    alias: str, outcomes: Sequence[Outcome], attempts: Mapping[str, int], now: datetime
 ) -> Iterator[dict[str, Any]]:
     index_name = index.Names(alias).seen
     for o in outcomes:
         yield {
             "_op_type": "index",
             "_index": index_name,
-            "_id": o.item.id,
+            "_id": o.id,
             "_source": {
-                "canonical_url": o.item.canonical_url,
-                "feed_id": o.item.feed_id,
+                "canonical_url": o.canonical_url,
+                "feed_id": o.feed_id,
                 "outcome": o.outcome,
                 "reason": o.reason[:1000],
-                "attempts": attempts.get(o.item.id, 0) + 1,
-                "updated_at": iso(o.item.updated_at),
+                "attempts": attempts.get(o.id, 0) + (o.outcome == "failed"),
+                "updated_at": o.updated_at,
                 "last_seen": iso(now),
             },
         }

@@ -150,6 +150,19 @@ def load_feed_states(es: Elasticsearch, alias: str, feed_ids: Sequence[str]) -> 
 class BulkResult:
     ok: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (id, reason)
+    # Of the failed: those the cluster could not take for now (unreachable, 5xx, 429 after every retry),
+    # as opposed to documents it refused (mapping errors). A retry later may succeed.
+    transient: list[str] = field(default_factory=list)
+
+    def raise_if_transient(self, what: str) -> None:
+        """Raise when some documents failed only because the cluster could not take them now.
+
+        Raises:
+            IndexingError: naming ``what`` and the first reason.
+        """
+        if self.transient:
+            reason = dict(self.failed).get(self.transient[0], "")
+            raise IndexingError(f"{what}: {len(self.transient)} documents not written ({reason}); retry later")
 
 
 def bulk_write(es: Elasticsearch, actions: Iterable[dict[str, Any]], *, chunk_size: int = 500) -> BulkResult:
@@ -179,6 +192,9 @@ def bulk_write(es: Elasticsearch, actions: Iterable[dict[str, Any]], *, chunk_si
                 error = op.get("error")
                 reason = error.get("reason", str(error)) if isinstance(error, dict) else str(error or op.get("status"))
                 result.failed.append((doc_id, reason))
+                status = op.get("status")
+                if not isinstance(status, int) or status == 429 or status >= 500:
+                    result.transient.append(doc_id)
     except (ApiError, TransportError) as err:
         raise IndexingError(f"bulk write failed: {err}") from err
     return result

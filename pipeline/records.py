@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -15,6 +15,12 @@ def doc_id(canonical_url: str) -> str:
 
 def iso(when: datetime | None) -> str | None:
     return when.isoformat().replace("+00:00", "Z") if when else None
+
+
+def parse_iso(value: str) -> datetime:
+    """The inverse of ``iso`` (a naive time is taken as UTC)."""
+    when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,3 +142,30 @@ class Article:
             "lsh_bands": list(self.lsh_bands),
             "minhash": self.minhash,
         }
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Article:
+        """The record back from ``to_doc`` (a landing-area batch, or an indexed document)."""
+        return cls(
+            url=doc["url"],
+            canonical_url=doc["canonical_url"],
+            feed_id=doc["feed_id"],
+            outlet=doc["outlet"],
+            title=doc.get("title") or "",
+            body=doc.get("body") or "",
+            summary=doc.get("summary") or "",
+            author=doc.get("author"),
+            published_at=parse_iso(doc["published_at"]),
+            fetched_at=parse_iso(doc["fetched_at"]),
+            language=doc["language"],
+            content_hash=doc["content_hash"],
+            word_count=int(doc.get("word_count") or 0),
+            body_source=doc.get("body_source") or "page",
+            cluster_id="" if doc.get("cluster_id") == doc_id(doc["canonical_url"]) else doc.get("cluster_id") or "",
+            duplicate_of=doc.get("duplicate_of"),
+            cluster_size=int(doc.get("cluster_size") or 1),
+            topics=tuple(doc.get("topics") or ()),
+            topic_matches=tuple(dict(m) for m in doc.get("topic_matches") or ()),
+            lsh_bands=tuple(doc.get("lsh_bands") or ()),
+            minhash=doc.get("minhash") or "",
+        )

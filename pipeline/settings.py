@@ -79,6 +79,24 @@ class Settings:
     cluster_window_days: int = 30
     # An item whose page failed this many runs in a row is given up on.
     max_item_attempts: int = 3
+    # Alerts (pipeline/alerts.py explains the choices). Articles indexed within the look-back are
+    # candidates: a mail outage over a long weekend loses nothing, a new profile mails three days at most.
+    alert_lookback_hours: float = 72.0
+    alert_max_stories: int = 25  # entries in one digest; the rest wait for the next one
+    # A run's hold on a profile (and its claims) older than this belongs to a dead worker and is taken over.
+    alert_claim_minutes: float = 10.0
+    smtp_timeout: float = 30.0
+    # Airflow's landing area between the polling and processing DAGs: a folder, or an fsspec URL
+    # (s3://bucket/prefix) every worker reaches. Unset: DATA_DIR/landing. Batches older than the
+    # retention are removed once processed.
+    landing_url: str | None = None
+    landing_retention_days: float = 7.0
+    # Feeds per mapped polling task (feeds of one host always share a task, so the per-host bound holds).
+    poll_batch_feeds: int = 8
+
+    @property
+    def landing(self) -> str:
+        return self.landing_url or str(self.data_dir / "landing")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> Settings:
@@ -98,6 +116,7 @@ class Settings:
             ("ES_INDEX", "es_index"),
             ("SMTP_URL", "smtp_url"),
             ("ALERT_FROM", "alert_from"),
+            ("LANDING_URL", "landing_url"),
         ]:
             if (v := get(name)) is not None:
                 values[attr] = v
@@ -122,6 +141,12 @@ class Settings:
             ("ES_TIMEOUT", "es_timeout", _float),
             ("CLUSTER_THRESHOLD", "cluster_threshold", _float),
             ("CLUSTER_WINDOW_DAYS", "cluster_window_days", _int),
+            ("ALERT_LOOKBACK_HOURS", "alert_lookback_hours", _float),
+            ("ALERT_MAX_STORIES", "alert_max_stories", _int),
+            ("ALERT_CLAIM_MINUTES", "alert_claim_minutes", _float),
+            ("SMTP_TIMEOUT", "smtp_timeout", _float),
+            ("LANDING_RETENTION_DAYS", "landing_retention_days", _float),
+            ("POLL_BATCH_FEEDS", "poll_batch_feeds", _int),
         ]:
             if (v := get(name)) is not None:
                 values[attr] = conv(v, name)
@@ -143,6 +168,18 @@ class Settings:
                 raise ConfigError(f"{name} must be at least 1")
         if self.max_redirects < 0:
             raise ConfigError("max_redirects must not be negative")
+        if self.alert_max_stories < 1:
+            raise ConfigError("ALERT_MAX_STORIES must be at least 1")
+        for name in ("alert_lookback_hours", "alert_claim_minutes", "smtp_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name.upper()} must be positive")
+        for address in self.alert_to:
+            if address.count("@") != 1 or " " in address or address.startswith("@") or address.endswith("@"):
+                raise ConfigError(f"ALERT_TO holds {address!r}: list plain addresses, comma-separated")
+        if self.smtp_url is not None:
+            from pipeline.mailer import parse_smtp_url  # mailer needs Settings: imported here, not at the top
+
+            parse_smtp_url(self.smtp_url)
         return self
 
     def with_(self, **changes: Any) -> Settings:
@@ -155,6 +192,10 @@ class Settings:
             value = getattr(self, f.name)
             if f.name in {"es_api_key", "es_password"} and value:
                 value = "***"
+            elif f.name == "smtp_url" and value:
+                from pipeline.mailer import redact_smtp_url
+
+                value = redact_smtp_url(value)
             out[f.name] = str(value) if isinstance(value, Path) else value
         return out
 

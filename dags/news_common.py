@@ -1,0 +1,100 @@
+"""What the news DAGs share: the assets between them, retry policy, and the pipeline's settings read from
+Airflow Connections/Variables and the environment. Parsing this file costs nothing: the pipeline itself
+is imported inside the tasks, never at the top of a DAG file."""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from airflow.sdk import Asset, Connection, Variable
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
+
+log = logging.getLogger("news")
+
+# Batches of extracted articles written to the landing area by news_poll; the event's extra names them.
+LANDED = Asset(name="news_landed_batches", uri="file:///news/landing", group="news")
+# Articles indexed by news_process (or a replay); the event's extra carries the counts.
+INDEXED = Asset(name="news_indexed_articles", uri="file:///news/indexed", group="news")
+
+# Pool bounding the polling tasks that download at once (each task bounds requests per host itself,
+# and all feeds of one host share a task). Created by `python -m pipeline standalone` and the compose
+# init service; without it, Airflow queues the tasks in default_pool.
+FETCH_POOL = os.environ.get("NEWS_FETCH_POOL", "news_fetch")
+
+DEFAULT_ARGS: dict[str, Any] = {
+    "owner": "news",
+    "retries": int(os.environ.get("NEWS_TASK_RETRIES", "3")),
+    "retry_delay": timedelta(seconds=float(os.environ.get("NEWS_RETRY_DELAY_SECONDS", "60"))),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=15),
+}
+
+
+def _connection(conn_id: str) -> Any | None:
+    try:
+        return Connection.get(conn_id)
+    except Exception:  # noqa: BLE001 - an absent connection means "use the environment"
+        return None
+
+
+def _variable(key: str) -> str | None:
+    try:
+        value = Variable.get(key, default=None)
+    except Exception:  # noqa: BLE001 - an absent variable means "use the environment"
+        return None
+    return str(value) if value not in (None, "") else None
+
+
+def pipeline_settings() -> Settings:
+    """The pipeline's settings for a task: environment variables, overridden by the Airflow connections
+    ``news_es`` (Elasticsearch: host, port, schema http/https, login/password or extra ``api_key``) and
+    ``news_smtp`` (host, port, login/password, extra ``starttls``), and by the Variables ``news_feeds_file``,
+    ``news_profiles_dir``, ``news_alert_to``, ``news_alert_from``, ``news_landing_url``. Secrets never
+    live in DAG code."""
+    from pipeline.settings import Settings
+
+    env = dict(os.environ)
+    es = _connection("news_es")
+    if es is not None and es.host:
+        scheme = es.schema or "http"
+        env["ES_URL"] = f"{scheme}://{es.host}:{es.port or 9200}"
+        if es.login:
+            env["ES_USER"], env["ES_PASSWORD"] = es.login, es.password or ""
+        if (es.extra_dejson or {}).get("api_key"):
+            env["ES_API_KEY"] = es.extra_dejson["api_key"]
+    smtp = _connection("news_smtp")
+    if smtp is not None and smtp.host:
+        auth = f"{quote(smtp.login, safe='')}:{quote(smtp.password or '', safe='')}@" if smtp.login else ""
+        tls = "?starttls=1" if str((smtp.extra_dejson or {}).get("starttls", "")).lower() in ("1", "true") else ""
+        env["SMTP_URL"] = f"smtp://{auth}{smtp.host}:{smtp.port or 25}{tls}"
+    for key, name in [
+        ("news_feeds_file", "FEEDS_FILE"),
+        ("news_profiles_dir", "PROFILES_DIR"),
+        ("news_alert_to", "ALERT_TO"),
+        ("news_alert_from", "ALERT_FROM"),
+        ("news_landing_url", "LANDING_URL"),
+    ]:
+        if (value := _variable(key)) is not None:
+            env[name] = value
+    return Settings.from_env(env)
+
+
+def log_counts(what: str, counts: dict[str, Any]) -> None:
+    """One readable line per count in the task log, then the failures by name."""
+    shown = {k: v for k, v in counts.items() if not isinstance(v, list | dict) or k in ("tagged", "skipped_language")}
+    log.info("%s: %s", what, ", ".join(f"{k}={v}" for k, v in shown.items()))
+    for failure in counts.get("failed_feeds") or []:
+        log.warning("feed failed: %s (%s): %s", failure.get("feed"), failure.get("url"), failure.get("reason"))
+    for failure in counts.get("failures") or []:
+        log.warning("failed: %s %s: %s", failure.get("feed", ""), failure.get("url", ""), failure.get("reason"))
+
+
+def add_counts(total: dict[str, int], counts: dict[str, Any], keys: tuple[str, ...]) -> None:
+    for key in keys:
+        total[key] = total.get(key, 0) + int(counts.get(key) or 0)

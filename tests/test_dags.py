@@ -1,0 +1,250 @@
+"""The Airflow DAGs, run by real Airflow 3 (``dag.test()`` on SQLite) against the loopback fixture site,
+the embedded search server and a real SMTP server. Airflow runs in a subprocess per test (its
+configuration is read at import), see ``tests/airflow_run.py``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from elasticsearch import Elasticsearch
+from smtp_server import RecordingSmtp
+
+from pipeline.demo.server import SiteServer
+from pipeline.demo.site import demo_feeds, expectations
+from pipeline.landing import Landing
+from pipeline.settings import PROJECT_ROOT
+from pipeline.urls import canonical_url
+
+DAGS = PROJECT_ROOT / "dags"
+RUNNER = Path(__file__).parent / "airflow_run.py"
+INDEXED = {"indexed", "feed_fallback"}
+IMPORT_BUDGET_SECONDS = 2.0  # per DAG file, as the dag-processor measures it
+
+pytestmark = pytest.mark.slow
+
+
+def _airflow_env(home: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+        "AIRFLOW__CORE__PARALLELISM": "4",
+    }
+
+
+@pytest.fixture(scope="session")
+def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An Airflow home with a migrated SQLite metadata database, shared by this module's tests."""
+    home = tmp_path_factory.mktemp("airflow")
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"],
+        env=_airflow_env(home),
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    return home
+
+
+@pytest.fixture
+def airflow(airflow_home: Path, tmp_path: Path, es_url: str, alias: str) -> Iterator[Any]:
+    """Run DAGs: ``airflow(site, "news_poll", "news_process", es=URL, smtp=URL)`` → their results."""
+
+    def run(site: SiteServer, *dags: str, es: str = es_url, smtp: str | None = None, **env: str) -> dict[str, Any]:
+        feeds = tmp_path / "feeds.yaml"
+        feeds.write_text(yaml.safe_dump({"feeds": demo_feeds(site.base_url)}, allow_unicode=True), encoding="utf-8")
+        environ = {
+            **_airflow_env(airflow_home),
+            "ES_URL": es,
+            "ES_INDEX": alias,
+            "FEEDS_FILE": str(feeds),
+            "DATA_DIR": str(tmp_path / "data"),
+            "ALLOW_PRIVATE_HOSTS": "1",
+            "EXTRACT_WORKERS": "2",
+            "ALERT_FROM": "news@127.0.0.1",
+            "ALERT_TO": "analyst@example.org",
+            "NEWS_RETRY_DELAY_SECONDS": "1",
+            "NEWS_TASK_RETRIES": "2",
+            **env,
+        }
+        environ.pop("SMTP_URL", None)
+        if smtp:
+            environ["SMTP_URL"] = smtp
+        done = subprocess.run(
+            [sys.executable, str(RUNNER), *dags], env=environ, capture_output=True, text=True, timeout=600
+        )
+        results = {
+            r["dag"]: r
+            for r in (json.loads(line[7:]) for line in done.stdout.splitlines() if line.startswith("RESULT "))
+        }
+        assert done.returncode == 0 and len(results) == len(dags), done.stdout[-3000:] + done.stderr[-3000:]
+        return results
+
+    yield run
+
+
+def _docs(es: Elasticsearch, alias: str) -> dict[str, dict[str, Any]]:
+    es.indices.refresh(index=alias)
+    resp = es.search(index=alias, query={"match_all": {}}, size=1000)
+    return {hit["_source"]["canonical_url"]: hit["_source"] for hit in resp["hits"]["hits"]}
+
+
+def test_every_dag_imports_quickly_with_no_network_and_no_heavy_work(airflow_home: Path) -> None:
+    # The DAG files are parsed as the dag-processor does, with every network connection refused and a
+    # record of what got imported: the pipeline and its heavy libraries belong inside the tasks.
+    probe = f"""
+import json, socket, sys, time
+def refuse(*args, **kwargs):
+    raise OSError("network used at DAG parse time")
+socket.socket.connect = refuse
+socket.create_connection = refuse
+from pathlib import Path
+from airflow.dag_processing.dagbag import BundleDagBag
+bag = BundleDagBag({str(DAGS)!r}, bundle_path=Path({str(DAGS)!r}), bundle_name="dags-folder")
+heavy = [m for m in ("pipeline", "trafilatura", "elasticsearch", "lxml", "feedparser") if m in sys.modules]
+dags = {{}}
+for dag_id, dag in bag.dags.items():
+    dags[dag_id] = {{
+        "doc": bool(dag.doc_md), "schedule": repr(dag.schedule), "tags": sorted(dag.tags),
+        "tasks": {{t.task_id: {{"doc": bool(t.doc_md), "retries": t.retries}} for t in dag.tasks}},
+    }}
+stats = {{s.file: s.duration.total_seconds() for s in bag.dagbag_stats}}
+errors = {{k: str(v) for k, v in bag.import_errors.items()}}
+print(json.dumps({{"errors": errors, "heavy": heavy, "dags": dags, "stats": stats}}))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=_airflow_env(airflow_home), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["errors"] == {}
+    assert report["heavy"] == []
+    assert set(report["dags"]) == {"news_poll", "news_process", "news_alerts", "news_retag", "news_replay"}
+    assert all(seconds < IMPORT_BUDGET_SECONDS for seconds in report["stats"].values()), report["stats"]
+    for dag_id, dag in report["dags"].items():
+        assert dag["doc"] and "news" in dag["tags"], dag_id
+        for task_id, task in dag["tasks"].items():
+            assert task["doc"], f"{dag_id}.{task_id} has no doc_md"
+            assert task["retries"] >= 1, f"{dag_id}.{task_id} does I/O and has no retries"
+    assert "news_landed_batches" in report["dags"]["news_process"]["schedule"]
+    assert "news_indexed_articles" in report["dags"]["news_alerts"]["schedule"]
+
+
+def test_poll_process_alert_index_the_expected_articles_and_send_one_digest(
+    airflow: Any, demo_site: SiteServer, es: Elasticsearch, alias: str, tmp_path: Path
+) -> None:
+    with RecordingSmtp() as smtp:
+        first = airflow(demo_site, "news_poll", "news_process", "news_alerts", smtp=smtp.url)
+        docs = _docs(es, alias)
+        wanted = {canonical_url(demo_site.base_url + e.path) for e in expectations() if e.outcome in INDEXED}
+        assert set(docs) == wanted
+        poll, process, alerts = first["news_poll"], first["news_process"], first["news_alerts"]
+        assert poll["state"] == process["state"] == alerts["state"] == "success"
+        # What the operator sees as return values: the counts of the cycle.
+        assert poll["returns"]["publish"]["feeds_failed"] == 0 and poll["returns"]["publish"]["batches"]
+        assert process["returns"]["publish"]["indexed"] == len(wanted)
+        assert process["returns"]["publish"]["tagged"]["iran-russia-assad"] > 0
+        assert alerts["returns"]["alert"]["digests_sent"] == 1 and smtp.count() == 1
+        sent = smtp.messages()[0]
+        assert sent["To"] == "analyst@example.org"
+        html = sent.get_body(("html",)).get_content()
+        stories = alerts["returns"]["alert"]["stories_sent"]
+        assert stories > 0 and html.count('dir="rtl"') >= 1
+        landing = Landing(str(tmp_path / "data" / "landing"))
+        assert landing.batches() and landing.pending() == []
+
+        # Each DAG again: nothing new is landed, indexed or mailed.
+        before = {url: (d["cluster_id"], d["fetched_at"]) for url, d in docs.items()}
+        again = airflow(demo_site, "news_poll", "news_process", "news_alerts", smtp=smtp.url)
+        assert again["news_poll"]["returns"]["publish"]["articles_landed"] == 0
+        assert again["news_poll"]["returns"]["publish"]["batches"] == []
+        assert again["news_process"]["returns"]["plan"] == []
+        assert again["news_alerts"]["returns"]["alert"]["digests_sent"] == 0
+        assert smtp.count() == 1
+        after = _docs(es, alias)
+        assert {url: (d["cluster_id"], d["fetched_at"]) for url, d in after.items()} == before
+
+
+class _FlakyBulkProxy:
+    """Forwards to the search server, but drops the connection on bulk requests number ``first`` to
+    ``first + count - 1``: a processing task that dies halfway, after some of its writes went through."""
+
+    def __init__(self, upstream: str, *, first: int, count: int) -> None:
+        self.bulk_calls = 0
+        self.dropped = 0
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                return
+
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                if "_bulk" in self.path:
+                    proxy.bulk_calls += 1
+                    if first <= proxy.bulk_calls < first + count:
+                        proxy.dropped += 1
+                        self.close_connection = True
+                        self.connection.shutdown(2)
+                        return
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                resp = httpx.request(self.command, upstream + self.path, content=body, headers=headers, timeout=60)
+                self.send_response(resp.status_code)
+                for k, v in resp.headers.items():
+                    if k.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(resp.content)))
+                self.end_headers()
+                self.wfile.write(resp.content)
+
+            do_GET = do_POST = do_PUT = do_HEAD = do_DELETE = _forward  # noqa: N815
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_processing_task_that_fails_halfway_is_retried_and_indexes_every_article_once(
+    airflow: Any, demo_site: SiteServer, es: Elasticsearch, es_url: str, alias: str, tmp_path: Path
+) -> None:
+    polled = airflow(demo_site, "news_poll")["news_poll"]
+    assert polled["state"] == "success" and polled["returns"]["publish"]["articles_landed"] > 0
+    # The processing task's first bulk request (the articles) goes through; the next ones are dropped
+    # for as long as the client retries, so the task fails after indexing; Airflow retries it.
+    proxy = _FlakyBulkProxy(es_url, first=2, count=4)
+    try:
+        run = airflow(demo_site, "news_process", es=proxy.url)["news_process"]
+    finally:
+        proxy.close()
+    assert proxy.dropped == 4
+    assert run["state"] == "success"
+    assert run["tasks"]["process[0]"]["tries"] == 2
+    assert run["returns"]["process[0]"]["unchanged"] > 0  # the first try's articles, left as they were
+    docs = _docs(es, alias)
+    wanted = {canonical_url(demo_site.base_url + e.path) for e in expectations() if e.outcome in INDEXED}
+    assert set(docs) == wanted
+    count = es.count(index=alias)["count"]
+    assert count == len(wanted)
+    seen = es.search(index=f"{alias}-seen", query={"terms": {"outcome": ["landed"]}}, size=1000)
+    assert seen["hits"]["hits"] == []  # every landed article was settled by the retry
+    assert Landing(str(tmp_path / "data" / "landing")).pending() == []
