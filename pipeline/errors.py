@@ -70,3 +70,8 @@ class IndexingError(PipelineError):
 
 class AlertError(PipelineError):
     """An alert could not be delivered."""
+
+
+class MailServerUnreachable(AlertError):
+    """The mail server did not answer at all (refused, unreachable, timed out, TLS failed): later
+    deliveries in the same run would fail the same way."""
