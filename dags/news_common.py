@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -83,6 +84,16 @@ def pipeline_settings() -> Settings:
         if (value := _variable(key)) is not None:
             env[name] = value
     return Settings.from_env(env)
+
+
+def detach_main_module() -> None:
+    """Let the extraction processes start clean. They are spawned, and a spawned process first imports
+    its parent's main module — in a task that is Airflow's launcher, which would set up Airflow (and its
+    database, which tasks may not use) in every extraction process and kill it. The pipeline's workers
+    need nothing from the main module."""
+    main = sys.modules["__main__"]
+    main.__spec__ = None
+    main.__dict__.pop("__file__", None)
 
 
 def log_counts(what: str, counts: dict[str, Any]) -> None:

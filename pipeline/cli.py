@@ -502,6 +502,39 @@ def _health(state: Any) -> str:
     return "moved" if state.moved_to else "ok"
 
 
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+@app.command("standalone")
+def standalone_cmd(
+    demo: Annotated[bool, typer.Option("--demo", help="Poll the bundled sample feeds served on loopback.")] = False,
+    port: Annotated[int, typer.Option("--port", help="Airflow UI and API port on 127.0.0.1.")] = 8080,
+    data_dir: DataOpt = None,
+) -> None:
+    """Run Airflow (standalone) with this project's DAGs and the embedded search server, until Ctrl-C."""
+    import signal
+    import time
+
+    from pipeline.standalone import standalone
+
+    log.configure(json=None)
+    try:
+        settings = _settings(data_dir=data_dir)
+        with standalone(settings, demo=demo, port=port) as running:
+            out.print(f"Airflow UI: [bold]{running.ui_url}[/bold] (no login on loopback)")
+            out.print(f"search server: {running.es_url}   feeds: {running.feeds_file}")
+            out.print(f"logs: {running.airflow_home / 'standalone.log'} — Ctrl-C stops everything")
+            signal.signal(signal.SIGTERM, _interrupt)
+            while running.process.poll() is None:
+                time.sleep(1)
+            _fail(f"airflow standalone exited with code {running.process.returncode}: see the log")
+    except KeyboardInterrupt:
+        err.print("stopping…")
+    except PipelineError as e:
+        _fail(str(e))
+
+
 # Sub-command groups live in their own modules (they import the helpers above, hence the late import).
 from pipeline import cli_alerts, cli_compare, cli_setup  # noqa: E402
 
