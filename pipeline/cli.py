@@ -95,6 +95,12 @@ def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
 
 
+def _alerted(summary: cycle.RunSummary) -> str:
+    if summary.alerts_sent is None:
+        return "not run"
+    return f"{summary.alerts_sent} / {summary.alerts_pending or 0}"
+
+
 def print_summary(summary: cycle.RunSummary, *, as_json: bool) -> None:
     if as_json:
         print(json.dumps(summary.to_dict(), ensure_ascii=False, indent=2))
@@ -123,7 +129,8 @@ def print_summary(summary: cycle.RunSummary, *, as_json: bool) -> None:
         ("tagged per profile", not_yet if summary.tagged is None else _counts(summary.tagged) or "no profile"),
         ("indexed", summary.indexed),
         ("index failures", summary.index_failed),
-        ("alerts sent", not_yet if summary.alerts_sent is None else summary.alerts_sent),
+        ("already indexed, unchanged", summary.unchanged),
+        ("stories alerted / pending", _alerted(summary)),
         ("time", f"{summary.seconds:.1f}s"),
     ]
     for name, value in rows:
@@ -139,6 +146,11 @@ def print_summary(summary: cycle.RunSummary, *, as_json: bool) -> None:
     for moved in summary.moved_feeds:
         out.print(
             f"[yellow]moved:[/yellow] feed {moved['feed']} now lives at {moved['moved_to']} — update the feed list"
+        )
+    for failure in summary.alert_failures:
+        out.print(
+            f"[yellow]alerts:[/yellow] profile {failure.get('profile', '')}: {failure.get('reason', '')}",
+            highlight=False,
         )
     if summary.reached_no_feed:
         out.print(
@@ -191,7 +203,16 @@ def demo(
         base = _settings(data_dir=data_dir)
         demo_dir = base.data_dir / "demo"
         shutil.rmtree(demo_dir, ignore_errors=True)
-        settings = base.with_(es_url=None, data_dir=demo_dir, allow_private_hosts=True, es_index="news-articles")
+        # Alerts go to .eml files in DATA_DIR/demo/outbox (never to a real mail server from the demo).
+        settings = base.with_(
+            es_url=None,
+            data_dir=demo_dir,
+            allow_private_hosts=True,
+            es_index="news-articles",
+            smtp_url=None,
+            alert_to=base.alert_to or ("analyst@example.org",),
+            alert_from=base.alert_from or "news-pipeline@localhost",
+        )
         with SiteServer() as site:
             site.resources = dict(build_site(site.base_url))
             feeds = [FeedConfig(**f) for f in demo_feeds(site.base_url)]
@@ -212,6 +233,9 @@ def demo(
     print_summary(summary, as_json=False)
     out.print(f"\n[bold]Search for the seed topic:[/bold] {SEED_QUERY}")
     _print_hits(hits)
+    outbox = sorted((demo_dir / "outbox").glob("*.eml"))
+    if outbox:
+        out.print(f"\n[bold]Alert digest[/bold] (open it in any mail client): {outbox[-1]}")
     out.print(
         f"\nThe demo index stays in {demo_dir}. Search it again with:\n"
         f"  DATA_DIR={demo_dir} python -m pipeline search 'حزب الله'"

@@ -16,6 +16,7 @@ from typing import Any
 from elasticsearch import Elasticsearch
 
 from pipeline import flow, index, log
+from pipeline.alerts import run_alerts
 from pipeline.clustering import index_clustered
 from pipeline.dedup import drop_exact_duplicates
 from pipeline.errors import LanguageRejected
@@ -59,10 +60,12 @@ class RunSummary:
     exact_duplicates: int = 0
     indexed: int = 0
     index_failed: int = 0
-    # Stages still to come (clustering #4, profiles #5, alerts #6): None means "not run", not zero.
+    # None means "this stage did not run" (not zero).
     near_duplicates_clustered: int | None = None
     tagged: dict[str, int] | None = None
-    alerts_sent: int | None = None
+    alerts_sent: int | None = None  # stories delivered (in digests) by this run
+    alerts_pending: int | None = None  # matching stories not delivered yet (mail server down, no recipient)
+    alert_failures: list[dict[str, str]] = field(default_factory=list)
     failures: list[dict[str, str]] = field(default_factory=list)  # first 50 page failures, for the report
     stage_seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage
 
@@ -388,6 +391,11 @@ def run_cycle(
     merge_processed(summary, done)
     commit_collected(es, settings.es_index, collected, landed=False, now=now)
     clock.lap("cluster+index")
+    alerted = run_alerts(settings, es, load_profiles(settings.profiles_dir))
+    summary.alerts_sent = alerted.stories_sent
+    summary.alerts_pending = alerted.stories_pending
+    summary.alert_failures = alerted.failures[:50]
+    clock.lap("alerts")
     summary.seconds = round(time.monotonic() - started, 3)
     _log.info("run.summary", **{k: v for k, v in summary.to_dict().items() if k != "failures"})
     return summary
