@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from airflow.sdk import dag, task
-from news_common import DEFAULT_ARGS, INDEXED, log_counts, pipeline_settings
+from news_common import DAG_DEFAULTS, INDEXED, log_counts, pipeline_settings
 
 
 @dag(
     dag_id="news_alerts",
     schedule=[INDEXED],
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    default_args=DEFAULT_ARGS,
+    **DAG_DEFAULTS,
     tags=["news"],
     doc_md="""
 ### Alert on new matching stories

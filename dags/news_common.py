@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -34,6 +34,15 @@ DEFAULT_ARGS: dict[str, Any] = {
     "retry_delay": timedelta(seconds=float(os.environ.get("NEWS_RETRY_DELAY_SECONDS", "60"))),
     "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(minutes=15),
+}
+
+
+# What every news DAG shares: no backfill of missed intervals, one run at a time, the retry policy.
+DAG_DEFAULTS: dict[str, Any] = {
+    "start_date": datetime(2026, 1, 1),
+    "catchup": False,
+    "max_active_runs": 1,
+    "default_args": DEFAULT_ARGS,
 }
 
 

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from airflow.sdk import Param, dag, get_current_context, task
-from news_common import DEFAULT_ARGS, INDEXED, log_counts, pipeline_settings
+from news_common import DAG_DEFAULTS, INDEXED, log_counts, pipeline_settings
 
 
 @dag(
     dag_id="news_retag",
     schedule=None,
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    default_args=DEFAULT_ARGS,
+    **DAG_DEFAULTS,
     tags=["news", "manual"],
     params={
         "profile": Param("", type="string", title="Profile id", description="Only this profile (empty: every profile).")
@@ -44,10 +40,7 @@ def news_retag() -> None:
 @dag(
     dag_id="news_replay",
     schedule=None,
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    default_args=DEFAULT_ARGS,
+    **DAG_DEFAULTS,
     tags=["news", "manual"],
     params={
         "batches": Param(

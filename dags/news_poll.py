@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime
 from typing import Any
 
 from airflow.sdk import dag, get_current_context, task
 from news_common import (
-    DEFAULT_ARGS,
+    DAG_DEFAULTS,
     FETCH_POOL,
     LANDED,
     add_counts,
@@ -28,10 +27,7 @@ POLL_KEYS = (
     dag_id="news_poll",
     # A cron expression; "none" for manual runs only (tests, a paused feed list).
     schedule=None if SCHEDULE.lower() == "none" else SCHEDULE,
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    default_args=DEFAULT_ARGS,
+    **DAG_DEFAULTS,
     tags=["news"],
     doc_md="""
 ### Poll the news feeds

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from airflow.sdk import dag, get_current_context, task
-from news_common import DEFAULT_ARGS, INDEXED, LANDED, add_counts, log_counts, pipeline_settings
+from news_common import DAG_DEFAULTS, INDEXED, LANDED, add_counts, log_counts, pipeline_settings
 
 PROCESS_KEYS = (
     "articles_in", "unchanged", "exact_duplicates", "near_duplicates_clustered", "indexed", "index_failed",
@@ -16,10 +15,7 @@ PROCESS_KEYS = (
 @dag(
     dag_id="news_process",
     schedule=[LANDED],
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    default_args=DEFAULT_ARGS,
+    **DAG_DEFAULTS,
     tags=["news"],
     doc_md="""
 ### Process landed batches

@@ -13,21 +13,20 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from elasticsearch import Elasticsearch
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from pipeline import cycle, index, log
-from pipeline.embedded import embedded_elasticsearch
 from pipeline.errors import ConfigError, IndexingError, PipelineError
 from pipeline.feeds import enabled_feeds, load_feeds
 from pipeline.records import FeedConfig
 from pipeline.related import related
 from pipeline.retag import retag_all
 from pipeline.settings import Settings
-from pipeline.topics import explain, load_profiles
+from pipeline.stages import open_index as open_index  # re-exported for the cli_* modules
+from pipeline.topics import Profile, explain, load_profiles
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 out = Console(soft_wrap=True)
@@ -45,14 +44,16 @@ def _settings(**overrides: Any) -> Settings:
     return Settings.from_env(os.environ, **overrides)
 
 
-@contextmanager
-def open_index(settings: Settings) -> Iterator[Elasticsearch]:
-    """The configured cluster, or the embedded server (started and stopped around the block)."""
-    if settings.es_url:
-        yield index.connect(settings, settings.es_url)
-        return
-    with embedded_elasticsearch(settings.data_dir) as url:
-        yield index.connect(settings, url)
+def load_profiles_checked(settings: Settings, profile_id: str | None) -> list[Profile]:
+    """The profiles; fails (exit 1) when ``profile_id`` names none of them.
+
+    Raises:
+        ConfigError: a profile file is invalid.
+    """
+    profiles = load_profiles(settings.profiles_dir)
+    if profile_id is not None and profile_id not in {p.id for p in profiles}:
+        _fail(f"no profile {profile_id!r} in {settings.profiles_dir}")
+    return profiles
 
 
 def _fail(message: str) -> None:
@@ -445,9 +446,7 @@ def retag(
     log.configure(json=as_json or None)
     try:
         settings = _settings(es_url=es_url, es_index=es_index, data_dir=data_dir)
-        profiles = load_profiles(settings.profiles_dir)
-        if profile_id is not None and profile_id not in {p.id for p in profiles}:
-            _fail(f"no profile {profile_id!r} in {settings.profiles_dir}")
+        profiles = load_profiles_checked(settings, profile_id)
         with _progress(not as_json) as update, open_index(settings) as es:
             index.ensure_indices(es, settings.es_index)
             progress = (lambda done, total: update("retag", done, total)) if update else None

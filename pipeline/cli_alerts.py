@@ -15,7 +15,17 @@ from typing import Annotated, Any  # noqa: E402
 from rich.markup import escape  # noqa: E402
 
 from pipeline import alerts, log  # noqa: E402
-from pipeline.cli import DataOpt, EsUrlOpt, IndexOpt, JsonOpt, _fail, _settings, open_index, out  # noqa: E402
+from pipeline.cli import (  # noqa: E402
+    DataOpt,
+    EsUrlOpt,
+    IndexOpt,
+    JsonOpt,
+    _fail,
+    _settings,
+    load_profiles_checked,
+    open_index,
+    out,
+)
 from pipeline.errors import AlertError, ConfigError, IndexingError  # noqa: E402
 from pipeline.topics import load_profiles  # noqa: E402
 
@@ -41,9 +51,7 @@ def list_cmd(
     log.configure(json=as_json or None)
     try:
         settings = _settings(es_url=es_url, es_index=es_index, data_dir=data_dir)
-        profiles = load_profiles(settings.profiles_dir)
-        if profile_id is not None and profile_id not in {p.id for p in profiles}:
-            _fail(f"no profile {profile_id!r} in {settings.profiles_dir}")
+        profiles = load_profiles_checked(settings, profile_id)
         with open_index(settings) as es:
             rows = alerts.list_alerts(settings, es, profiles, profile_id=profile_id, status=status, limit=limit)
     except (ConfigError, IndexingError) as e:

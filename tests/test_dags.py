@@ -8,16 +8,15 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 from elasticsearch import Elasticsearch
+from proxy import FaultProxy, drop
 from smtp_server import RecordingSmtp
 
 from pipeline.demo.server import SiteServer
@@ -178,49 +177,22 @@ def test_poll_process_alert_index_the_expected_articles_and_send_one_digest(
         assert {url: (d["cluster_id"], d["fetched_at"]) for url, d in after.items()} == before
 
 
-class _FlakyBulkProxy:
-    """Forwards to the search server, but drops the connection on the first ``count`` bulk requests that
-    write to the index named ``target``: a processing task that dies halfway, after its articles were
-    written and before its ledger was."""
+def _flaky_bulk_proxy(upstream: str, *, target: str, count: int) -> FaultProxy:
+    """Drops the connection on the first ``count`` bulk requests that write to the index ``target``: a
+    processing task that dies halfway, after its articles were written and before its ledger was."""
+    dropped = {"n": 0}
 
-    def __init__(self, upstream: str, *, target: str, count: int) -> None:
-        self.dropped = 0
-        proxy = self
+    def fault(handler: BaseHTTPRequestHandler, path: str, body: bytes) -> bool:
+        ours = "_bulk" in path and f'"_index":"{target}"'.encode() in body.replace(b" ", b"")
+        if ours and dropped["n"] < count:
+            dropped["n"] += 1
+            drop(handler)
+            return True
+        return False
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                return
-
-            def _forward(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                ours = "_bulk" in self.path and f'"_index":"{target}"'.encode() in body.replace(b" ", b"")
-                if ours and proxy.dropped < count:
-                    proxy.dropped += 1
-                    self.close_connection = True
-                    self.connection.shutdown(2)
-                    return
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
-                resp = httpx.request(self.command, upstream + self.path, content=body, headers=headers, timeout=60)
-                self.send_response(resp.status_code)
-                for k, v in resp.headers.items():
-                    if k.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(resp.content)))
-                self.end_headers()
-                self.wfile.write(resp.content)
-
-            do_GET = do_POST = do_PUT = do_HEAD = do_DELETE = _forward  # noqa: N815
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    proxy = FaultProxy(upstream, fault)
+    proxy.dropped = dropped  # type: ignore[attr-defined]
+    return proxy
 
 
 def test_processing_task_that_fails_halfway_is_retried_and_indexes_every_article_once(
@@ -230,14 +202,14 @@ def test_processing_task_that_fails_halfway_is_retried_and_indexes_every_article
     assert polled["state"] == "success" and polled["returns"]["publish"]["articles_landed"] > 0
     # The articles are written; the seen-ledger write is dropped for as long as the client retries
     # (4 attempts), so the task fails halfway; Airflow retries it.
-    proxy = _FlakyBulkProxy(es_url, target=f"{alias}-seen", count=4)
+    proxy = _flaky_bulk_proxy(es_url, target=f"{alias}-seen", count=4)
     try:
         # The search server comes from the Airflow connection news_es, which overrides ES_URL (dead here).
         run = airflow(demo_site, "news_process", es="http://127.0.0.1:9", AIRFLOW_CONN_NEWS_ES=proxy.url)
         run = run["news_process"]
     finally:
         proxy.close()
-    assert proxy.dropped == 4
+    assert proxy.dropped["n"] == 4  # type: ignore[attr-defined]
     assert run["state"] == "success"
     assert run["tasks"]["process[0]"]["tries"] == 2
     assert run["returns"]["process[0]"]["unchanged"] > 0, run  # the first try's articles, left as they were

@@ -4,14 +4,13 @@ that answers 429 the way a busy Elasticsearch does."""
 from __future__ import annotations
 
 import base64
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
-import httpx
 import pytest
 from elasticsearch import Elasticsearch
+from proxy import FaultProxy, answer
 
 from pipeline import index
 from pipeline.errors import IndexingError
@@ -79,56 +78,27 @@ def test_rewriting_the_same_articles_does_not_duplicate_them(es: Elasticsearch, 
     assert es.count(index=alias)["count"] == 3
 
 
-class _Busy429Proxy:
-    """Forwards to the real server, but answers the first ``busy`` bulk requests with 429."""
+BUSY = b'{"error":{"type":"es_rejected_execution_exception","reason":"queue full"},"status":429}'
+
+
+class _Busy429Proxy(FaultProxy):
+    """Answers the first ``busy`` bulk requests with 429, as a busy Elasticsearch does."""
 
     def __init__(self, upstream: str, busy: int) -> None:
-        self.busy = busy
         self.bulk_calls = 0
-        self.authorization: list[str] = []
-        proxy = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+        def fault(handler: BaseHTTPRequestHandler, path: str, body: bytes) -> bool:
+            if "_bulk" not in path:
+                return False
+            self.bulk_calls += 1
+            if self.bulk_calls > busy:
+                return False
+            answer(
+                handler, 429, b'{"error":{"type":"es_rejected_execution_exception","reason":"queue full"},"status":429}'
+            )
+            return True
 
-            def log_message(self, *args: object) -> None:
-                return
-
-            def _forward(self) -> None:
-                proxy.authorization.append(self.headers.get("Authorization", ""))
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                if "_bulk" in self.path:
-                    proxy.bulk_calls += 1
-                    if proxy.bulk_calls <= proxy.busy:
-                        payload = (
-                            b'{"error":{"type":"es_rejected_execution_exception","reason":"queue full"},"status":429}'
-                        )
-                        self.send_response(429)
-                        self.send_header("Content-Type", "application/json")
-                        self.send_header("Content-Length", str(len(payload)))
-                        self.end_headers()
-                        self.wfile.write(payload)
-                        return
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
-                resp = httpx.request(self.command, upstream + self.path, content=body, headers=headers, timeout=30)
-                self.send_response(resp.status_code)
-                for k, v in resp.headers.items():
-                    if k.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(resp.content)))
-                self.end_headers()
-                self.wfile.write(resp.content)
-
-            do_GET = do_POST = do_PUT = do_HEAD = do_DELETE = _forward  # noqa: N815
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(upstream, fault)
 
 
 @pytest.fixture
