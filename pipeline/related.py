@@ -81,13 +81,6 @@ def related(es: Elasticsearch, alias: str, article_id: str, *, similar: int = 10
     source = index.get_article(es, alias, article_id, _FIELDS)
     cluster_id = source.get("cluster_id") or article_id
     try:
-        members = es.search(
-            index=alias,
-            size=200,
-            query={"term": {"cluster_id": cluster_id}},
-            source_includes=_FIELDS,
-            sort=[{"published_at": {"order": "asc"}}],
-        )["hits"]["hits"]
         # The headline and the lead say what the story is about; the rest of a body matches too much.
         lead = " ".join(sentences(_without_title(source.get("body", ""), source.get("title", "")))[:2])
         query_text = f"{source.get('title', '')} {lead}"
@@ -112,34 +105,59 @@ def related(es: Elasticsearch, alias: str, article_id: str, *, similar: int = 10
         )["hits"]["hits"]
     except (ApiError, TransportError) as err:
         raise IndexingError(f"could not read {alias}: {err}", url=alias) from err
-    members.sort(key=lambda h: (h["_source"]["published_at"], h["_id"]))
-    first = members[0]["_source"] if members else source
-    first_time = _time(first["published_at"])
-    cluster = []
-    for hit in members:
-        src = hit["_source"]
-        cluster.append(
-            {
-                "id": hit["_id"],
-                "outlet": src["outlet"],
-                "published_at": src["published_at"],
-                "lag_minutes": round((_time(src["published_at"]) - first_time).total_seconds() / 60),
-                "title": src["title"],
-                "url": src["url"],
-                "is_this": hit["_id"] == article_id,
-                "diff": None
-                if hit is members[0]
-                else diff_sentences(
-                    _without_title(first["body"], first["title"]), _without_title(src["body"], src["title"])
-                ).to_dict(),
-            }
-        )
+    cluster = story_versions(es, alias, cluster_id, this_id=article_id)
     return {
         "article": {"id": article_id, "title": source["title"], "outlet": source["outlet"]},
         "cluster_id": cluster_id,
         "cluster": cluster,
         "similar": [{"id": h["_id"], "score": h.get("_score"), **h["_source"]} for h in others],
     }
+
+
+def story_versions(
+    es: Elasticsearch, alias: str, cluster_id: str, *, this_id: str | None = None, limit: int = 200
+) -> list[dict[str, Any]]:
+    """Every article of a story cluster (up to ``limit``), in order of publication: id, outlet,
+    published_at, lag behind the first in minutes, title, url, whether it is ``this_id``, and ``diff``,
+    what its text added, dropped or reworded against the first version's (None on the first).
+    ``[]`` when no article carries ``cluster_id``.
+
+    Raises:
+        IndexingError: the index cannot be read.
+    """
+    try:
+        members = es.search(
+            index=alias,
+            size=limit,
+            query={"term": {"cluster_id": cluster_id}},
+            source_includes=_FIELDS,
+            sort=[{"published_at": {"order": "asc"}}],
+        )["hits"]["hits"]
+    except (ApiError, TransportError) as err:
+        raise IndexingError(f"could not read {alias}: {err}", url=alias) from err
+    members.sort(key=lambda h: (h["_source"]["published_at"], h["_id"]))
+    if not members:
+        return []
+    first = members[0]["_source"]
+    first_time = _time(first["published_at"])
+    first_text = _without_title(first.get("body", ""), first.get("title", ""))
+    return [
+        {
+            "id": hit["_id"],
+            "outlet": hit["_source"]["outlet"],
+            "published_at": hit["_source"]["published_at"],
+            "lag_minutes": round((_time(hit["_source"]["published_at"]) - first_time).total_seconds() / 60),
+            "title": hit["_source"].get("title", ""),
+            "url": hit["_source"].get("url", ""),
+            "is_this": hit["_id"] == this_id,
+            "diff": None
+            if hit is members[0]
+            else diff_sentences(
+                first_text, _without_title(hit["_source"].get("body", ""), hit["_source"].get("title", ""))
+            ).to_dict(),
+        }
+        for hit in members
+    ]
 
 
 def _without_title(body: str, title: str) -> str:
