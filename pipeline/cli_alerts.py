@@ -14,7 +14,7 @@ from typing import Annotated, Any  # noqa: E402
 
 from rich.markup import escape  # noqa: E402
 
-from pipeline import alerts, log  # noqa: E402
+from pipeline import alert_ops, log  # noqa: E402
 from pipeline.cli import (  # noqa: E402
     DataOpt,
     EsUrlOpt,
@@ -53,7 +53,7 @@ def list_cmd(
         settings = _settings(es_url=es_url, es_index=es_index, data_dir=data_dir)
         profiles = load_profiles_checked(settings, profile_id)
         with open_index(settings) as es:
-            rows = alerts.list_alerts(settings, es, profiles, profile_id=profile_id, status=status, limit=limit)
+            rows = alert_ops.list_alerts(settings, es, profiles, profile_id=profile_id, status=status, limit=limit)
     except (ConfigError, IndexingError) as e:
         _fail(str(e))
     if as_json:
@@ -103,7 +103,7 @@ def resend_cmd(
         settings = _settings(es_url=es_url, es_index=es_index, data_dir=data_dir)
         profiles = load_profiles(settings.profiles_dir)
         with open_index(settings) as es:
-            result = alerts.resend(settings, es, profiles, key, to=to or ())
+            result = alert_ops.resend(settings, es, profiles, key, to=to or ())
     except (ConfigError, IndexingError, AlertError) as e:
         _fail(str(e))
     if as_json:

@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import format_datetime
 from urllib.parse import urlsplit
+
+from pipeline.records import iso
 
 __all__ = [
     "Copy",
@@ -32,6 +35,7 @@ __all__ = [
     "build_message",
     "more_count",
     "render_html",
+    "reading_order",
     "render_text",
     "safe_href",
     "story_count",
@@ -73,6 +77,11 @@ class Digest:
     stories: tuple[Story, ...]
     more: int = 0  # stories over the cap, left for the next digest
     resend: bool = False
+
+
+def reading_order(stories: Iterable[Story]) -> tuple[Story, ...]:
+    """The order recipients read: newest publication first."""
+    return tuple(sorted(stories, key=lambda s: (iso(s.published_at) or "", s.cluster_id), reverse=True))
 
 
 # --- Arabic wording -----------------------------------------------------------------------------------

@@ -23,6 +23,16 @@ def parse_iso(value: str) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
+def parse_iso_or_none(value: str | None) -> datetime | None:
+    """``parse_iso`` for a stored field: None when it is missing or unreadable."""
+    if not value:
+        return None
+    try:
+        return parse_iso(value)
+    except ValueError:
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class FeedConfig:
     id: str

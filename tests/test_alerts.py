@@ -26,7 +26,7 @@ from elasticsearch import Elasticsearch
 from smtp_server import RecordingSmtp
 from test_alerts_digest import Markup
 
-from pipeline import alerts, index
+from pipeline import alert_ledger, alert_ops, index
 from pipeline.alerts import AlertRun, run_alerts
 from pipeline.cycle import run_cycle
 from pipeline.demo.server import SiteServer
@@ -357,7 +357,7 @@ def test_a_dead_workers_lease_and_claims_expire_and_the_story_goes_out_once(
     )
     es.index(
         index=name,
-        id=alerts.claim_id(profile.id, [DESK], head),
+        id=alert_ledger.claim_id(profile.id, [DESK], head),
         document={
             "profile": profile.id,
             "cluster_id": head,
@@ -370,7 +370,7 @@ def test_a_dead_workers_lease_and_claims_expire_and_the_story_goes_out_once(
         refresh=True,
     )
     assert run_alerts(mailing, es, profiles).profiles_busy == [profile.id]
-    assert alerts.list_alerts(mailing, es, profiles, status="pending")[0]["status"] == "claimed"
+    assert alert_ops.list_alerts(mailing, es, profiles, status="pending")[0]["status"] == "claimed"
     later = now + timedelta(minutes=mailing.alert_claim_minutes + 1)
     taken = run_alerts(mailing, es, profiles, now=later)
     assert (taken.digests_sent, taken.stories_sent) == (1, 1) and smtp.count() == 1
