@@ -111,6 +111,8 @@ def log_counts(what: str, counts: dict[str, Any]) -> None:
     log.info("%s: %s", what, ", ".join(f"{k}={v}" for k, v in shown.items()))
     for failure in counts.get("failed_feeds") or []:
         log.warning("feed failed: %s (%s): %s", failure.get("feed"), failure.get("url"), failure.get("reason"))
+    for bad in counts.get("unreadable") or []:
+        log.error("landing batch unreadable, left pending: %s: %s", bad.get("batch"), bad.get("reason"))
     for failure in counts.get("failures") or []:
         log.warning("failed: %s %s: %s", failure.get("feed", ""), failure.get("url", ""), failure.get("reason"))
 

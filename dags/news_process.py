@@ -62,6 +62,7 @@ def news_process() -> None:
             for topic, n in (r.get("tagged") or {}).items():
                 tagged[topic] = tagged.get(topic, 0) + n
         total["tagged"] = tagged
+        total["unreadable_batches"] = [b["batch"] for r in results for b in r.get("unreadable") or []]
         log_counts("processed", total)
         get_current_context()["outlet_events"][INDEXED].extra = {"indexed": total["indexed"]}
         return total

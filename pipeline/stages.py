@@ -19,7 +19,7 @@ from pipeline import cycle, index, log
 from pipeline.embedded import embedded_elasticsearch
 from pipeline.errors import ConfigError
 from pipeline.feeds import enabled_feeds, load_feeds
-from pipeline.landing import Landing, batch_ref
+from pipeline.landing import Landing, LandingError, batch_ref
 from pipeline.retag import retag_all
 from pipeline.settings import Settings
 from pipeline.topics import load_profiles
@@ -130,13 +130,23 @@ def process_landed(settings: Settings, refs: Sequence[str]) -> dict[str, Any]:
     """Dedup, cluster, index the articles of the landed batches ``refs``, then mark each batch done.
     Idempotent: a batch processed again changes nothing (its articles are ``unchanged``).
 
+    A missing or unreadable batch is logged and returned under ``unreadable``; it stays pending and the
+    others are processed.
+
     Raises:
-        LandingError: a batch is missing or unreadable (the others are not processed either: the task
-            fails visibly and its retry, or a replay, picks them up).
         IndexingError: the index cannot be reached.
     """
     landing = Landing(settings.landing)
-    batches = [landing.read(ref) for ref in refs]
+    batches = []
+    unreadable: list[dict[str, str]] = []
+    for ref in refs:
+        try:
+            batches.append(landing.read(ref))
+        except LandingError as err:
+            # A damaged batch must not hold the others back: it stays pending (and is named in every run's
+            # log and counts) until an operator replaces or removes it.
+            _log.error("landing.unreadable", ref=ref, url=landing.url, reason=str(err))
+            unreadable.append({"batch": ref, "reason": str(err)})
     articles = [a for b in batches for a in b.articles]
     rank: dict[str, int] = {}
     updated: dict[str, str | None] = {}
@@ -149,9 +159,10 @@ def process_landed(settings: Settings, refs: Sequence[str]) -> dict[str, Any]:
     with open_index(settings) as es:
         done = cycle.process(settings, es, articles, rank=rank, updated=updated, attempts=attempts)
     counts = done.to_dict()
-    for ref in refs:
-        landing.mark_done(ref, {"articles": len(articles), "indexed": done.indexed})
-    counts["batches"] = list(refs)
+    for batch in batches:
+        landing.mark_done(batch.ref, {"articles": len(batch.articles), "processed_with": len(articles)})
+    counts["batches"] = [b.ref for b in batches]
+    counts["unreadable"] = unreadable
     return counts
 
 

@@ -14,7 +14,7 @@ import yaml
 from pipeline.landing import Landing, LandingError, batch_ref
 from pipeline.records import Article
 from pipeline.settings import Settings
-from pipeline.stages import plan_feed_batches, plan_processing
+from pipeline.stages import plan_feed_batches, plan_processing, process_landed
 
 WHEN = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
 
@@ -139,3 +139,18 @@ def test_processing_plan_takes_announced_and_pending_batches_once(tmp_path: Path
     landing.mark_done(done, {})
     assert plan_processing(settings, [new, done]) == [sorted([lost, new])]
     assert plan_processing(settings, []) == [sorted([lost, new])]
+
+
+def test_an_unreadable_batch_is_reported_and_does_not_hold_back_the_others(
+    es_url: str, alias: str, tmp_path: Path
+) -> None:
+    settings = Settings(es_url=es_url, es_index=alias, data_dir=tmp_path)
+    landing = Landing(settings.landing)
+    good = landing.write(batch_ref("good", now=WHEN), [article(1)], rank={}, updated={}, attempts={}, meta={})
+    bad = batch_ref("bad", now=WHEN)
+    broken = tmp_path / "landing" / "batches" / f"{bad}.json.gz"
+    broken.write_bytes(b"this is not gzip")
+    counts = process_landed(settings, [bad, good])
+    assert counts["indexed"] == 1 and counts["batches"] == [good]
+    assert [u["batch"] for u in counts["unreadable"]] == [bad] and "unreadable" in counts["unreadable"][0]["reason"]
+    assert landing.pending() == [bad]
