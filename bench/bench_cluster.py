@@ -1,12 +1,17 @@
-"""Cost of near-duplicate clustering with a large index.
+"""Cost of near-duplicate clustering as the index grows.
 
-Fills the embedded server with N synthetic Arabic articles (default 100,000; distinct texts built from
-the sample corpus's sentences, with their MinHash bands), then clusters and indexes batches of new
-articles against it, a third of them copies of indexed articles (edited as republished wire copy is).
-Prints the clustering cost per article (fingerprint, candidate look-up, exact checks, assignment), the
-index size, and the memory of this process and of the search server.
+Fills the embedded server with synthetic Arabic articles (distinct texts built from the sample corpus's
+sentences) through the production path (``index_clustered``: look-up, filing in the bucket store,
+indexing), and at each checkpoint clusters and indexes batches of new articles against it, a third of
+them copies of indexed articles (edited as republished wire copy is). Prints, per checkpoint, the cost
+per new article by stage as a cycle spends it (the exact-dedup look-up by id, then ``index_clustered``;
+median over the batches), the copies found, the search-based exact-dedup look-up cycles made before,
+and the memory of the search server.
 
-    python bench/bench_cluster.py [-n 100000] [--batch 500] [--batches 4]
+The synthetic texts are harsher than news: each is 8 sentences drawn from a pool of 132, so nine in ten
+of its shingles are shared with 6 % of all articles (boilerplate to the bucket store).
+
+    python bench/bench_cluster.py [-n 5000,20000,100000] [--batch 200] [--batches 5]
 """
 
 from __future__ import annotations
@@ -16,23 +21,29 @@ import random
 import resource
 import shutil
 import signal
+import statistics
 import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from elasticsearch import Elasticsearch
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline import index  # noqa: E402
 from pipeline.cluster import fingerprint  # noqa: E402
 from pipeline.clustering import index_clustered  # noqa: E402
+from pipeline.cycle import _indexed_hashes  # noqa: E402
 from pipeline.demo.site import _corpus  # noqa: E402
 from pipeline.embedded import start_server, stop_group  # noqa: E402
+from pipeline.lsh import indexed_texts  # noqa: E402
 from pipeline.records import Article  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 
 T0 = datetime(2025, 10, 1, tzinfo=UTC)
+STAGES = ("dedup", "shingles", "lookup", "candidates", "check", "assign", "file", "index", "late", "clusters")
 
 
 def sentence_pool() -> list[str]:
@@ -45,12 +56,14 @@ def sentence_pool() -> list[str]:
     return pool
 
 
-def make_article(n: int, rng: random.Random, pool: list[str], *, body: str | None = None, minutes: int = 0) -> Article:
+def make_article(
+    n: int, rng: random.Random, pool: list[str], *, body: str | None = None, minutes: int = 0, site: str = "bench"
+) -> Article:
     if body is None:
         picked = rng.sample(pool, 8)
         body = "\n\n".join(f"{s} ({n}-{k} {rng.randrange(10**6)})." for k, s in enumerate(picked))
     fp = fingerprint(body)
-    url = f"https://bench.example/{n}"
+    url = f"https://{site}.example/{n}"
     return Article(
         url=url,
         canonical_url=url,
@@ -63,7 +76,7 @@ def make_article(n: int, rng: random.Random, pool: list[str], *, body: str | Non
         published_at=T0 + timedelta(minutes=minutes or n % 40000),
         fetched_at=T0,
         language="ar",
-        content_hash=f"h{n}",
+        content_hash=f"h{site}{n}",
         word_count=len(body.split()),
         lsh_bands=fp.bands,
         minhash=fp.signature,
@@ -84,14 +97,31 @@ def rss_mb(pid: int | str) -> float:
     return 0.0
 
 
+def server_rss_mb(data_dir: Path) -> float:
+    """Resident memory of the noida-db processes serving ``data_dir``."""
+    total = 0.0
+    for proc_dir in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc_dir / "cmdline").read_bytes()
+            if b"noida-db" in cmdline and str(data_dir).encode() in cmdline:
+                total += rss_mb(proc_dir.name)
+        except OSError:
+            continue
+    return total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("-n", type=int, default=100_000)
-    parser.add_argument("--batch", type=int, default=500)
-    parser.add_argument("--batches", type=int, default=4)
+    parser.add_argument("-n", default="5000,20000,100000", help="index sizes to measure at (comma-separated)")
+    parser.add_argument("--batch", type=int, default=200)
+    parser.add_argument("--batches", type=int, default=5)
+    parser.add_argument("--fill-batch", type=int, default=2000)
     parser.add_argument("--data-dir", type=Path, help="keep the filled index here and reuse it next time")
+    parser.add_argument("--tag", default="", help="new articles' URLs (measure again on a kept index)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print each batch's stages")
     args = parser.parse_args()
-    # A SIGTERM (timeout, pkill) must still run the finally blocks that stop the servers we started.
+    checkpoints = sorted(int(x) for x in args.n.split(","))
+    # A SIGTERM (timeout, kill) must still run the finally blocks that stop the servers we started.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     rng = random.Random(1)
     pool = sentence_pool()
@@ -99,84 +129,147 @@ def main() -> None:
     proc, url = start_server(tmp / "es")
     try:
         settings = Settings(es_url=url, es_index="bench-cluster", es_timeout=600)
+        alias = settings.es_index
         es = index.connect(settings, url)
-        index.ensure_indices(es, settings.es_index)
-        t = time.perf_counter()
-        chunk: list[Article] = []
-        indexed: list[Article] = []
-        present = es.count(index=settings.es_index)["count"]
-        for n in range(args.n):
-            article = make_article(n, rng, pool)  # made again when reusing an index: the same texts
-            if n % 100 == 0:
-                indexed.append(article)  # kept to republish later
-            if n >= present:
-                chunk.append(article)
-            if len(chunk) == 2000 or (n == args.n - 1 and chunk):
-                index.bulk_write(es, index.article_actions(settings.es_index, chunk))
-                chunk = []
-                print(f"\rfilling the index: {n + 1}/{args.n}", end="", file=sys.stderr)
-        es.indices.refresh(index=settings.es_index)
-        fill_s = time.perf_counter() - t
-        print(file=sys.stderr)
-        costs = []
-        joined = 0
-        for b in range(args.batches):
-            batch = []
-            for k in range(args.batch):
-                n = args.n + b * args.batch + k
-                if k % 3 == 0:
-                    original = rng.choice(indexed)
-                    batch.append(
-                        make_article(
-                            n,
-                            rng,
-                            pool,
-                            body=republish(original, rng),
-                            minutes=int((original.published_at - T0).total_seconds() // 60) + 30,
-                        )
-                    )
-                else:
-                    batch.append(make_article(n, rng, pool))
+        index.ensure_indices(es, alias)
+        present = es.count(index=f"{alias}-000001", query={"prefix": {"canonical_url": "https://bench.example/"}})
+        present_n = present["count"]
+        originals: list[Article] = []  # every 100th filled article, to republish later
+        fill_s = 0.0
+        n = 0
+        rows = []
+        for checkpoint in checkpoints:
             t = time.perf_counter()
-            clustered, _ = index_clustered(
-                es,
-                settings.es_index,
-                batch,
-                threshold=settings.cluster_threshold,
-                window_days=settings.cluster_window_days,
-            )
-            costs.append((time.perf_counter() - t) / len(batch))
-            joined += clustered.joined
-        fp_t = time.perf_counter()
-        for a in batch[:200]:
-            fingerprint(a.body)
-        fp_ms = (time.perf_counter() - fp_t) / 200 * 1000
-        total = es.count(index=settings.es_index)["count"]
-        print(f"articles in the index:          {total}")
-        print(f"filling the index:              {fill_s:.0f} s ({args.n / fill_s:.0f} articles/s, bulk)")
-        print(
-            f"clustering + indexing per new article: {1000 * sorted(costs)[len(costs) // 2]:.2f} ms "
-            f"(median of {args.batches} batches of {args.batch}; each: {[round(c * 1000, 2) for c in costs]})"
-        )
-        print(f"  of which the fingerprint (in the extraction workers): {fp_ms:.2f} ms")
-        print(f"copies joined to their original: {joined} of {args.batches * ((args.batch + 2) // 3)} planted")
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        server = sum(rss_mb(p.name) for p in Path("/proc").glob("[0-9]*") if _is_noida(p))
-        print(f"memory: this process {rss_mb('self'):.0f} MB (peak {peak:.0f} MB), search server {server:.0f} MB")
+            chunk: list[Article] = []
+            while n < checkpoint:
+                article = make_article(n, rng, pool)  # made again when reusing an index: the same texts
+                if n % 100 == 0:
+                    originals.append(article)
+                if n >= present_n:
+                    chunk.append(article)
+                n += 1
+                if len(chunk) == args.fill_batch or (n == checkpoint and chunk):
+                    index_clustered(
+                        es, alias, chunk, threshold=settings.cluster_threshold, window_days=settings.cluster_window_days
+                    )
+                    chunk = []
+                    print(f"\rfilling the index: {n}/{checkpoint}", end="", file=sys.stderr)
+            fill_s += time.perf_counter() - t
+            print(file=sys.stderr)
+            rows.append(measure(es, settings, checkpoint, originals, pool, args, tmp, fill_s))
+        print_table(rows, args)
     finally:
         stop_group(proc)
         if args.data_dir is None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _is_noida(proc_dir: Path) -> bool:
-    try:
-        return (
-            b"noida-db" in (proc_dir / "cmdline").read_bytes()
-            and b"bench-cluster-" in (proc_dir / "cmdline").read_bytes()
+def measure(
+    es: Elasticsearch,
+    settings: Settings,
+    checkpoint: int,
+    originals: list[Article],
+    pool: list[str],
+    args: argparse.Namespace,
+    tmp: Path,
+    fill_s: float,
+) -> dict[str, object]:
+    alias = settings.es_index
+    rng = random.Random(checkpoint)
+    site = f"new{args.tag}"
+    per_batch: list[dict[str, float]] = []
+    hashes_ms: list[float] = []
+    texts_ms: list[float] = []
+    disagree = 0  # texts the two exact-dedup look-ups answer differently (0 unless the index predates text keys)
+    planted = joined = 0
+    batches: list[list[Article]] = []
+    for b in range(args.batches):
+        batch = []
+        copies: dict[str, str] = {}
+        for k in range(args.batch):
+            n = checkpoint * 10 + b * args.batch + k  # never a filled article's URL
+            if k % 3 == 0:
+                original = rng.choice(originals)
+                minutes = int((original.published_at - T0).total_seconds() // 60) + 30
+                copy = make_article(n, rng, pool, body=republish(original, rng), minutes=minutes, site=site)
+                copies[copy.id] = original.id
+                batch.append(copy)
+            else:
+                batch.append(make_article(n, rng, pool, site=site))
+        batches.append(batch)
+        # As a cycle does: the exact-dedup look-up (by id), then clustering and indexing.
+        timings: dict[str, float] = {}
+        t = time.perf_counter()
+        indexed_texts(es, alias, batch)
+        timings["dedup"] = time.perf_counter() - t
+        clustered, _ = index_clustered(
+            es,
+            alias,
+            batch,
+            threshold=settings.cluster_threshold,
+            window_days=settings.cluster_window_days,
+            timings=timings,
         )
-    except OSError:
-        return False
+        timings["total"] = time.perf_counter() - t
+        per_batch.append({k: v / len(batch) * 1000 for k, v in timings.items()})
+        if args.verbose:
+            print(" ".join(f"{k} {v:.1f}" for k, v in per_batch[-1].items()), file=sys.stderr)
+        heads = index.get_many(es, alias, sorted(set(copies.values())), fields=["cluster_id"])
+        for a in clustered.articles:
+            if a.id in copies:
+                planted += 1
+                joined += a.cluster_id == heads.get(copies[a.id], {}).get("cluster_id")
+    # The search-based exact-dedup look-up a cycle made before, on the same batches, after the timed ones: on
+    # the embedded server a search makes the next update of an indexed article pay about as much again.
+    for batch in batches:
+        t = time.perf_counter()
+        by_search = _indexed_hashes(es, alias, batch)
+        hashes_ms.append((time.perf_counter() - t) * 1000)
+        t = time.perf_counter()
+        by_id = indexed_texts(es, alias, batch)
+        texts_ms.append((time.perf_counter() - t) * 1000)
+        disagree += len(set(by_id.items()) ^ set(by_search.items()))
+    fp_t = time.perf_counter()
+    for a in originals[:200]:
+        fingerprint(a.body)
+    fp_ms = (time.perf_counter() - fp_t) / min(200, len(originals)) * 1000
+    es.indices.refresh(index=[alias, index.Names(alias).lsh])
+    row: dict[str, object] = {
+        "articles": es.count(index=alias)["count"],
+        "slots": es.count(index=index.Names(alias).lsh)["count"],
+        "fill_s": fill_s,
+        "fingerprint": fp_ms,
+        "hashes_ms": statistics.median(hashes_ms),
+        "texts_ms": statistics.median(texts_ms),
+        "disagree": disagree,
+        "server_mb": server_rss_mb(tmp),
+        "joined": f"{joined}/{planted}",
+        "totals": [round(p["total"], 2) for p in per_batch],
+    }
+    for stage in (*STAGES, "total"):
+        row[stage] = statistics.median(p.get(stage, 0.0) for p in per_batch)
+    print(
+        f"{row['articles']} articles, {row['slots']} slots: {row['total']:.2f} ms per new article "
+        f"(batches {row['totals']}), server {row['server_mb']:.0f} MB; exact-dedup look-ups disagree on {disagree}",
+        file=sys.stderr,
+    )
+    return row
+
+
+def print_table(rows: list[dict[str, object]], args: argparse.Namespace) -> None:
+    print(f"batches of {args.batch} new articles, a third of them copies; medians of {args.batches} batches")
+    print("ms per new article by stage:")
+    header = ["articles indexed", *STAGES, "total", "exact-dedup look-up ms/batch: search, by id", "copies found"]
+    header += ["slot docs", "server RSS MB", "fill s (cumulative)"]
+    print(" | ".join(header))
+    for row in rows:
+        cells = [str(row["articles"]), *(f"{row[s]:.2f}" for s in (*STAGES, "total"))]
+        cells += [f"{row['hashes_ms']:.0f}, {row['texts_ms']:.0f}", str(row["joined"]), str(row["slots"])]
+        cells += [f"{row['server_mb']:.0f}", f"{row['fill_s']:.0f}"]
+        print(" | ".join(cells))
+    print(f"fingerprint in the extraction workers: {rows[-1]['fingerprint']:.2f} ms per article")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"this process: {rss_mb('self'):.0f} MB (peak {peak:.0f} MB)")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """Tune the clustering on the labelled fixtures: for each shingle size and similarity threshold, the
-pairwise precision and recall of the connected components, and how many true pairs the LSH bands would
-fail to offer as candidates. In memory, no index: the same similarity and components the pipeline uses.
+pairwise precision and recall of the connected components, and how many true pairs the sketch keys would
+fail to offer as candidates (neither article's first FILED_KEYS keys among the other's first PROBE_STEP)
+and how many false pairs they offer. In memory, no index: the same similarity and components the
+pipeline uses.
 
     python bench/tune_cluster.py
 """
@@ -16,7 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from test_cluster_accuracy import load_fixtures, pairwise_scores, to_article  # noqa: E402
 
-from pipeline.cluster import Node, assign, shingles, similarity  # noqa: E402
+from pipeline.cluster import Node, assign, shingles, similarity, sketch  # noqa: E402
+from pipeline.lsh import FILED_KEYS, PROBE_STEP  # noqa: E402
 
 
 def main() -> None:
@@ -25,14 +28,18 @@ def main() -> None:
     truth = {a.id: i["cluster"] for a, i in zip(articles, items, strict=True)}
     nodes = [Node(a.id, a.published_at) for a in articles]
     true_pairs = {(x.id, y.id) for x, y in itertools.combinations(articles, 2) if truth[x.id] == truth[y.id]}
-    missed_by_lsh = sum(
-        1
-        for x, y in itertools.combinations(articles, 2)
-        if (x.id, y.id) in true_pairs and not set(x.lsh_bands) & set(y.lsh_bands)
-    )
+    keys = {a.id: sketch(shingles(a.body)) for a in articles}
+
+    def offered(x: str, y: str) -> bool:
+        a, b = keys[x], keys[y]
+        return bool(set(a[:FILED_KEYS]) & set(b[:PROBE_STEP]) or set(b[:FILED_KEYS]) & set(a[:PROBE_STEP]))
+
+    offers = {(x.id, y.id): offered(x.id, y.id) for x, y in itertools.combinations(articles, 2)}
+    missed = sum(1 for pair in true_pairs if not offers[pair])
+    false = sum(1 for pair, hit in offers.items() if hit and pair not in true_pairs)
     print(
         f"{len(articles)} articles, {len(set(truth.values()))} stories, {len(true_pairs)} true pairs; "
-        f"true pairs sharing no LSH band: {missed_by_lsh}"
+        f"true pairs the sketch keys do not offer: {missed}; other pairs they offer: {false} of {len(offers)}"
     )
     print(f"{'shingle':>7} {'threshold':>9} {'precision':>9} {'recall':>7} {'F1':>6}")
     for size in (2, 3, 4):

@@ -7,7 +7,7 @@ Documents
     A ledger document records one story (cluster) sent to one recipient list for one profile, with
     ``cluster_id`` and ``article_ids`` (every article of the cluster when it was claimed).
     ``cluster_id`` alone is not enough: when an earlier-published copy arrives later, the whole
-    cluster moves to that copy's id (``index.repoint_clusters``). So a cluster counts as alerted to
+    cluster moves to that copy's id (``clustering.update_clusters``). So a cluster counts as alerted to
     an address when a ``sent`` (or live ``claimed``) document of the profile names that address and
     either the cluster's id or any of its articles (:func:`alerted_to`). Addresses are compared
     case-insensitively.

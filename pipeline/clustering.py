@@ -1,20 +1,34 @@
 """The clustering stage wired to the index: find each new article's earlier copies (in this batch and
 in Elasticsearch), confirm them, and give every article its ``cluster_id`` and ``duplicate_of``.
 
-The pure parts (fingerprints, similarity, the components and their heads) are in ``cluster.py``.
+The pure parts (fingerprints, similarity, the components and their heads) are in ``cluster.py``; the
+bucket store that finds candidates is ``lsh.py``.
 """
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
 
 from elasticsearch import Elasticsearch
 
-from pipeline import index
-from pipeline.cluster import Assignment, Fingerprint, Node, assign, estimated_similarity, shingles, similarity
+from pipeline import index, lsh
+from pipeline.cluster import (
+    Assignment,
+    Fingerprint,
+    Node,
+    assign,
+    estimated_similarity,
+    fingerprint,
+    merge,
+    shingles,
+    similarity,
+    sketch,
+)
 from pipeline.records import Article
 
 # Candidates whose estimated similarity falls this far below the threshold are not worth an exact check
@@ -24,84 +38,134 @@ ESTIMATE_MARGIN = 0.15
 
 @dataclass(frozen=True, slots=True)
 class Clustered:
-    articles: list[Article]  # with cluster_id and duplicate_of set
+    articles: list[Article]  # with cluster_id, duplicate_of and lsh_bands (the keys filed under) set
     assignment: Assignment
     joined: int  # new articles that joined an earlier article's cluster
+    probe: lsh.Probe | None = None  # the buckets read, for filing the articles
+    # Candidates whose article was not indexed yet (another worker between filing and indexing it) →
+    # the new articles to compare them with once ours are indexed.
+    pending: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
 
 def _when(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def cluster_articles(
-    es: Elasticsearch, alias: str, articles: Sequence[Article], *, threshold: float, window_days: int
-) -> Clustered:
-    """Assign clusters to ``articles`` (not yet indexed) against each other and the index."""
-    prints = {a.id: Fingerprint(a.lsh_bands, a.minhash) for a in articles}
-    grams = {a.id: shingles(a.body) for a in articles}
-    by_id = {a.id: a for a in articles}
-    window = window_days * 86400
+def _print(article: Article) -> Fingerprint:
+    return Fingerprint((), article.minhash or fingerprint(article.body).signature)
 
-    # Within the batch: articles sharing a band, close enough in time.
-    buckets: dict[str, list[str]] = defaultdict(list)
+
+class _Checker:
+    """The exact check of a new article against an indexed one, after a cheap look at their signatures."""
+
+    def __init__(self, articles: Sequence[Article], *, threshold: float, window_days: int) -> None:
+        self.by_id = {a.id: a for a in articles}
+        self.grams = {a.id: shingles(a.body) for a in articles}
+        self.prints = {a.id: _print(a) for a in articles}
+        self.threshold = threshold
+        self.window = window_days * 86400
+
+    def in_window(self, article_id: str, epoch: float) -> bool:
+        return abs(self.by_id[article_id].published_at.timestamp() - epoch) <= self.window
+
+    def close(self, article_id: str, doc: Mapping[str, Any]) -> bool:
+        if not doc.get("minhash") or not doc.get("published_at"):
+            return False
+        if not self.in_window(article_id, _when(doc["published_at"]).timestamp()):
+            return False
+        return estimated_similarity(self.prints[article_id], Fingerprint((), doc["minhash"])) >= (
+            self.threshold - ESTIMATE_MARGIN
+        )
+
+    def same_story(self, article_id: str, other: frozenset[str]) -> bool:
+        return similarity(self.grams[article_id], other) >= self.threshold
+
+
+class _Laps:
+    """Wall time per stage, added into ``out`` when given (benchmarks, run summaries)."""
+
+    def __init__(self, out: dict[str, float] | None) -> None:
+        self.out = out
+        self.last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        if self.out is not None:
+            self.out[stage] = self.out.get(stage, 0.0) + now - self.last
+        self.last = now
+
+
+def cluster_articles(
+    es: Elasticsearch,
+    alias: str,
+    articles: Sequence[Article],
+    *,
+    threshold: float,
+    window_days: int,
+    timings: dict[str, float] | None = None,
+) -> Clustered:
+    """Assign clusters to ``articles`` (not yet indexed) against each other and the index. ``timings``
+    receives the seconds spent per stage."""
+    laps = _Laps(timings)
+    check = _Checker(articles, threshold=threshold, window_days=window_days)
+    by_id = check.by_id
+    # In filing order: when the batch crowds a bucket, its earliest articles are the ones filed there.
+    order = sorted(articles, key=lambda a: (a.published_at, a.id))
+    sketches = {a.id: sketch(check.grams[a.id]) for a in order}
+    laps.lap("shingles")
+    found = lsh.probe(es, alias, sketches)
+    laps.lap("lookup")
+
+    # Within the batch: articles sharing a key they looked at, close enough in time. A key that this
+    # batch and the index together hold CAP times is boilerplate here too.
+    shared: dict[str, list[str]] = defaultdict(list)
     for a in articles:
-        for band in a.lsh_bands:
-            buckets[band].append(a.id)
+        for key in found.looked[a.id]:
+            shared[key].append(a.id)
     seen_pairs: set[tuple[str, str]] = set()
     pairs: list[tuple[str, str]] = []
-    for ids in buckets.values():
+    for key, ids in shared.items():
+        if len(ids) + len(found.buckets[key].members) >= lsh.CAP:
+            continue
         for i, x in enumerate(ids):
             for y in ids[i + 1 :]:
                 pair = (min(x, y), max(x, y))
                 if pair in seen_pairs:
                     continue
                 seen_pairs.add(pair)
-                if abs((by_id[x].published_at - by_id[y].published_at).total_seconds()) > window:
+                if not check.in_window(x, by_id[y].published_at.timestamp()):
                     continue
-                if estimated_similarity(prints[x], prints[y]) < threshold - ESTIMATE_MARGIN:
+                if estimated_similarity(check.prints[x], check.prints[y]) < threshold - ESTIMATE_MARGIN:
                     continue
-                if similarity(grams[x], grams[y]) >= threshold:
+                if check.same_story(x, check.grams[y]):
                     pairs.append(pair)
 
-    # Against the index: one look-up for the batch, candidates by shared band, then the exact check on the
-    # few whose signatures look close.
-    margin = timedelta(days=window_days)
-    hits = (
-        index.cluster_candidates(
-            es,
-            alias,
-            buckets.keys(),
-            since=(min(a.published_at for a in articles) - margin).isoformat(),
-            until=(max(a.published_at for a in articles) + margin).isoformat(),
-        )
-        if articles
-        else []
-    )
-    close: list[tuple[str, dict[str, str]]] = []
-    for hit in hits:
-        if hit["_id"] in by_id or not hit.get("minhash"):
-            continue  # in this batch too (an update): compared above
-        hit_print = Fingerprint((), hit["minhash"])
-        hit_time = _when(hit["published_at"])
-        for article_id in {i for band in hit.get("lsh_bands", []) for i in buckets.get(band, ())}:
-            if abs(by_id[article_id].published_at - hit_time) > margin:
-                continue
-            if estimated_similarity(prints[article_id], hit_print) >= threshold - ESTIMATE_MARGIN:
-                close.append((article_id, hit))
-    bodies = index.get_many(es, alias, sorted({hit["_id"] for _, hit in close}), fields=["body"])
+    # Against the index: bucket mates within the window, their signatures (by id), then the exact check
+    # on the few whose signatures look close.
+    candidates: dict[str, set[str]] = defaultdict(set)  # indexed article id → new articles it may copy
+    for a in articles:
+        for key in found.looked[a.id]:
+            for member in found.buckets[key].members:
+                if member.article_id not in by_id and check.in_window(a.id, member.published_at):
+                    candidates[member.article_id].add(a.id)
+    laps.lap("lookup")
+    docs = index.get_many(es, alias, sorted(candidates), fields=["cluster_id", "minhash", "published_at"])
+    laps.lap("candidates")
+    close = [(a, m) for m, doc in docs.items() for a in sorted(candidates[m]) if check.close(a, doc)]
+    bodies = index.get_many(es, alias, sorted({m for _, m in close}), fields=["body"])
     joins: list[tuple[str, str]] = []
     cluster_heads: dict[str, datetime] = {}
-    for article_id, hit in close:
-        body = bodies.get(hit["_id"], {}).get("body", "")
-        if similarity(grams[article_id], shingles(body)) >= threshold:
-            joins.append((article_id, hit["cluster_id"]))
-            cluster_heads[hit["cluster_id"]] = _when(hit["published_at"])
+    for article_id, other in close:
+        if check.same_story(article_id, shingles(bodies.get(other, {}).get("body", ""))):
+            joins.append((article_id, docs[other]["cluster_id"]))
+            cluster_heads[docs[other]["cluster_id"]] = _when(docs[other]["published_at"])
+    laps.lap("check")
     # An article taken again after an update stays in the cluster it had.
     previous = index.get_many(es, alias, list(by_id), fields=["cluster_id"])
     for article_id, src in previous.items():
         if src.get("cluster_id"):
             joins.append((article_id, src["cluster_id"]))
-    # The heads' own publication times (the hits above may be later members of their clusters).
+    # The heads' own publication times (the candidates may be later members of their clusters).
     heads = index.get_many(es, alias, sorted({c for _, c in joins}), fields=["published_at"])
     for cluster_id, src in heads.items():
         cluster_heads[cluster_id] = _when(src["published_at"])
@@ -112,19 +176,169 @@ def cluster_articles(
     out = []
     for a in articles:
         head = result.clusters[a.id]
-        out.append(replace(a, cluster_id=head, duplicate_of=None if head == a.id else head))
+        filed = tuple(found.filed[a.id])
+        out.append(replace(a, cluster_id=head, duplicate_of=None if head == a.id else head, lsh_bands=filed))
     joined = sum(1 for a in out if a.duplicate_of is not None)
-    return Clustered(articles=out, assignment=result, joined=joined)
+    pending = {m: frozenset(ids) for m, ids in candidates.items() if m not in docs}
+    laps.lap("assign")
+    return Clustered(articles=out, assignment=result, joined=joined, probe=found, pending=pending)
+
+
+def file_clustered(es: Elasticsearch, alias: str, clustered: Clustered) -> tuple[Clustered, lsh.Filed]:
+    """File each article under its sketch keys and its text key, except where it is filed already (a
+    retried batch, an updated article). Returns the articles with the sketch keys they are filed under
+    in ``lsh_bands`` (a slot lost to a bucket crowded meanwhile is not)."""
+    found = clustered.probe or lsh.Probe(buckets={}, looked={}, filed={})
+    articles, filed = lsh.file_under(es, alias, clustered.articles, found)
+    return replace(clustered, articles=articles), filed
+
+
+def reconcile(
+    es: Elasticsearch,
+    alias: str,
+    clustered: Clustered,
+    late: Mapping[str, Iterable[lsh.Member]],
+    *,
+    threshold: float,
+    window_days: int,
+) -> dict[str, str]:
+    """Merges for copies another worker indexed while this batch was being clustered: ``late`` are the
+    members met in our buckets after our look-up (``lsh.read_late``), and the candidates the look-up met
+    whose article was not indexed yet. Returns {cluster id: cluster id it moves to}, usually empty."""
+    check = _Checker(clustered.articles, threshold=threshold, window_days=window_days)
+    filed_under: dict[str, list[str]] = defaultdict(list)
+    for a in clustered.articles:
+        for key in (*a.lsh_bands, lsh.text_key(a.outlet, a.content_hash)):
+            filed_under[key].append(a.id)
+    # indexed article id → new articles to compare it with
+    unresolved: dict[str, set[str]] = defaultdict(set, {m: set(ids) for m, ids in clustered.pending.items()})
+    for key, members in late.items():
+        for member in members:
+            if member.article_id not in check.by_id:
+                unresolved[member.article_id].update(filed_under.get(key, ()))
+    if not unresolved:
+        return {}
+    docs = index.get_many(es, alias, sorted(unresolved), fields=["cluster_id", "minhash", "published_at", "body"])
+    links: list[tuple[str, str]] = []
+    heads: dict[str, datetime] = {}
+    for other, doc in docs.items():
+        for article_id in sorted(unresolved[other]):
+            if check.close(article_id, doc) and check.same_story(article_id, shingles(doc.get("body", ""))):
+                ours = check.by_id[article_id]
+                links.append((ours.cluster_id, doc["cluster_id"]))
+                # Stand-ins until the heads are read (a head may be gone): a member is no earlier than its head.
+                heads.setdefault(ours.cluster_id, ours.published_at)
+                heads.setdefault(doc["cluster_id"], _when(doc["published_at"]))
+    if not links:
+        return {}
+    for cluster_id, src in index.get_many(es, alias, sorted(heads), fields=["published_at"]).items():
+        heads[cluster_id] = _when(src["published_at"])
+    return merge(links, heads)
+
+
+def update_clusters(
+    es: Elasticsearch, alias: str, articles: Sequence[Article], moves: Mapping[str, str], changed: Iterable[str]
+) -> None:
+    """After ``articles`` are indexed: move every article of each cluster in ``moves`` to the cluster it
+    moves to, record each cluster's members in its run (``lsh.cluster_key``), and set ``cluster_size`` on
+    every article of the clusters that changed. By id only.
+
+    Workers running at once: a member counts when its document says it is in the cluster or in a cluster
+    moving into it (listed in the run, by us or by another worker); a cluster another worker moved away
+    meanwhile is followed; and the runs are read again after each write until nothing changed, so of two
+    workers growing or moving one cluster at once, the last to write has seen what the other filed.
+
+    Raises:
+        IndexingError: the cluster could not be reached, or could not take some writes now.
+    """
+    moves = dict(moves)
+
+    def final(cluster_id: str) -> str:
+        seen = set()
+        while cluster_id in moves and cluster_id not in seen:
+            seen.add(cluster_id)
+            cluster_id = moves[cluster_id]
+        return cluster_id
+
+    heads = {*changed, *moves}
+    written: dict[str, set[str]] = {}
+    for _ in range(8):  # two rounds unless other workers keep changing these clusters
+        targets = {final(c) for c in heads}
+        if not targets:
+            return
+        sources = {c for c in moves if final(c) in targets}
+        runs = lsh.read_runs(es, alias, [lsh.cluster_key(c) for c in targets | sources])
+        listed: dict[str, set[str]] = {c: set() for c in targets}  # cluster → articles that may be in it
+        for c in targets | sources:
+            listed[final(c)] |= {c, *(m.article_id for m in runs[lsh.cluster_key(c)].members)}
+        for a in articles:
+            listed.get(final(a.cluster_id), set()).add(a.id)
+        state = index.get_many(es, alias, sorted(set().union(*listed.values())), fields=["cluster_id", "published_at"])
+        away = {c: state[c]["cluster_id"] for c in targets if state.get(c, {}).get("cluster_id", c) not in listed[c]}
+        if away:  # another worker moved these clusters: follow them
+            moves.update(away)
+            heads |= set(away.values())
+            continue
+        entries: list[tuple[str, lsh.Member]] = []
+        actions: list[dict[str, Any]] = []
+        for c in sorted(targets):
+            members = {i for i in listed[c] if i in state and state[i].get("cluster_id") in listed[c]}
+            in_run = {m.article_id for m in runs[lsh.cluster_key(c)].members}
+            for i in sorted(members - in_run - {c}):
+                entries.append((lsh.cluster_key(c), lsh.Member(i, int(_when(state[i]["published_at"]).timestamp()))))
+            moved = {i for i in members if state[i]["cluster_id"] != c and final(state[i]["cluster_id"]) == c}
+            if members == written.get(c) and not moved:
+                continue
+            written[c] = members
+            for i in sorted(members):
+                doc: dict[str, Any] = {"cluster_size": len(members)}
+                if i in moved:
+                    doc.update(cluster_id=c, duplicate_of=None if i == c else c)
+                actions.append({"_op_type": "update", "_index": alias, "_id": i, "doc": doc})
+        if not entries and not actions:
+            return
+        lsh.file_articles(es, alias, entries, runs, limit=None)  # runs first: a crash leaves no member unlisted
+        index.bulk_write(es, actions).raise_if_transient("updating clusters")
 
 
 def index_clustered(
-    es: Elasticsearch, alias: str, articles: Sequence[Article], *, threshold: float, window_days: int
+    es: Elasticsearch,
+    alias: str,
+    articles: Sequence[Article],
+    *,
+    threshold: float,
+    window_days: int,
+    timings: dict[str, float] | None = None,
 ) -> tuple[Clustered, index.BulkResult]:
-    """Cluster ``articles``, index them, then move indexed clusters whose head changed and update the
-    sizes of every cluster that grew. What a cycle does after exact deduplication."""
-    clustered = cluster_articles(es, alias, articles, threshold=threshold, window_days=window_days)
+    """Cluster ``articles``, file them in the bucket store, index them, then move indexed clusters whose
+    head changed and update the sizes of every cluster that grew. What a cycle does after exact
+    deduplication. Reads and writes by id only, and no refresh (on the embedded server a search or a
+    refresh costs seconds at 100,000 articles): the caller refreshes once it is done writing.
+
+    The buckets are written before the articles: a crash between the two leaves a slot whose article is
+    missing (skipped by look-ups, and found as already filed when the article is retried), never an
+    indexed article that later copies cannot find.
+
+    Raises:
+        IndexingError: the cluster could not be reached, or could not take the bucket or cluster writes
+            now (retry the batch).
+    """
+    clustered = cluster_articles(es, alias, articles, threshold=threshold, window_days=window_days, timings=timings)
+    laps = _Laps(timings)
+    clustered, filed = file_clustered(es, alias, clustered)
+    laps.lap("file")
     written = index.bulk_write(es, index.article_actions(alias, clustered.articles))
-    index.refresh(es, alias)
-    index.repoint_clusters(es, alias, clustered.assignment.repoint)
-    index.update_cluster_sizes(es, alias, clustered.assignment.changed)
+    laps.lap("index")
+    late = lsh.read_late(es, alias, filed)
+    moves = reconcile(es, alias, clustered, late, threshold=threshold, window_days=window_days)
+    laps.lap("late")
+    ok = set(written.ok)
+    update_clusters(
+        es,
+        alias,
+        [a for a in clustered.articles if a.id in ok],
+        {**clustered.assignment.repoint, **moves},
+        clustered.assignment.changed | set(moves.values()),
+    )
+    laps.lap("clusters")
     return clustered, written

@@ -15,7 +15,7 @@ from typing import Any
 
 from elasticsearch import Elasticsearch
 
-from pipeline import flow, index, log
+from pipeline import flow, index, log, lsh
 from pipeline.alerts import run_alerts
 from pipeline.clustering import index_clustered
 from pipeline.dedup import drop_exact_duplicates
@@ -325,7 +325,7 @@ def process(
             outcomes.append(Outcome.of_article(a, updated.get(a.id), "indexed"))
         else:
             fresh.append(a)
-    deduped = drop_exact_duplicates(fresh, _indexed_hashes(es, alias, fresh), rank=rank)
+    deduped = drop_exact_duplicates(fresh, lsh.indexed_texts(es, alias, fresh), rank=rank)
     result.exact_duplicates = len(deduped.duplicates)
     for article, original in deduped.duplicates:
         outcomes.append(Outcome.of_article(article, updated.get(article.id), "duplicate", f"same text as {original}"))
@@ -453,25 +453,6 @@ def _count_polls(summary: RunSummary, polled: Sequence[PollResult]) -> None:
             )
         if r.state.moved_to and r.outcome == "ok":
             summary.moved_feeds.append({"feed": r.feed.id, "url": r.feed.url, "moved_to": r.state.moved_to})
-
-
-def _indexed_hashes(es: Elasticsearch, alias: str, articles: Sequence[Article]) -> dict[tuple[str, str], str]:
-    """(outlet, content_hash) → _id of the article already indexed with that text."""
-    hashes = sorted({a.content_hash for a in articles})
-    found: dict[tuple[str, str], str] = {}
-    for start in range(0, len(hashes), 1000):
-        chunk = hashes[start : start + 1000]
-        resp = es.search(
-            index=alias,
-            query={"terms": {"content_hash": chunk}},
-            size=10000,
-            source_includes=["outlet", "content_hash", "published_at"],
-            sort=[{"published_at": {"order": "asc"}}],
-        )
-        for hit in resp["hits"]["hits"]:
-            src = hit["_source"]
-            found.setdefault((src["outlet"], src["content_hash"]), hit["_id"])
-    return found
 
 
 def _seen_actions(

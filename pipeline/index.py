@@ -71,6 +71,10 @@ class Names:
     def alerts(self) -> str:
         return f"{self.alias}-alerts"
 
+    @property
+    def lsh(self) -> str:
+        return f"{self.alias}-lsh"
+
 
 def load_template(alias: str, path: Path = SCHEMAS / "index-template.json") -> dict[str, Any]:
     raw: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
@@ -89,7 +93,8 @@ def ensure_indices(es: Elasticsearch, alias: str) -> None:
     template = load_template(alias)
     try:
         es.indices.put_index_template(name=names.template, **template)
-        if not es.indices.exists_alias(name=alias):
+        existed = bool(es.indices.exists_alias(name=alias))
+        if not existed:
             if es.indices.exists(index=alias):
                 raise IndexingError(
                     f"{alias!r} is an index, not an alias: rename it or choose another ES_INDEX", url=alias
@@ -99,12 +104,21 @@ def ensure_indices(es: Elasticsearch, alias: str) -> None:
             # New fields in the template reach the live index too (additive mapping changes only).
             es.indices.put_mapping(index=alias, **template["template"]["mappings"])
         state = json.loads((SCHEMAS / "state-indices.json").read_text(encoding="utf-8"))
-        for key in ("feeds", "seen", "alerts"):
+        upgraded = False
+        for key in ("feeds", "seen", "alerts", "lsh"):
             name = getattr(names, key)
             if not es.indices.exists(index=name):
                 _create(es, name, mappings=state[key]["mappings"])
+                upgraded |= key == "lsh" and existed
     except (ApiError, TransportError) as err:
         raise IndexingError(f"could not set up indices for {alias}: {err}", url=alias) from err
+    if upgraded:
+        # An index made before the near-duplicate bucket store existed: file its articles once, so that
+        # they are found as earlier copies and exact duplicates (one pass over the index).
+        from pipeline import lsh
+
+        filed = lsh.backfill(es, alias)
+        _log.info("index.backfilled", alias=alias, articles=filed)
 
 
 def _create(es: Elasticsearch, name: str, **body: Any) -> None:
@@ -291,71 +305,3 @@ def get_article(es: Elasticsearch, alias: str, article_id: str, fields: list[str
 def scan_articles(es: Elasticsearch, alias: str, fields: list[str]) -> Iterator[dict[str, Any]]:
     """Every article of ``alias`` with ``fields``, page by page."""
     return _scan(es, alias, {"match_all": {}}, fields, page=1000)
-
-
-def cluster_candidates(
-    es: Elasticsearch, alias: str, bands: Iterable[str], *, since: str, until: str
-) -> list[dict[str, Any]]:
-    """Indexed articles published between ``since`` and ``until`` (ISO) that hold any of ``bands``:
-    [{"_id", "lsh_bands", "cluster_id", "minhash", "published_at"}]. One query for a whole batch of
-    new articles, not one per article: a search costs a pass over the index on small servers."""
-    wanted = sorted(set(bands))
-    out: dict[str, dict[str, Any]] = {}
-    for start in range(0, len(wanted), 10000):
-        query = {
-            "bool": {
-                "filter": [
-                    {"terms": {"lsh_bands": wanted[start : start + 10000]}},
-                    {"range": {"published_at": {"gte": since, "lte": until}}},
-                ]
-            }
-        }
-        for hit in _scan(es, alias, query, ["lsh_bands", "cluster_id", "minhash", "published_at"]):
-            out[hit["_id"]] = {"_id": hit["_id"], **hit["_source"]}
-    return list(out.values())
-
-
-def _members(es: Elasticsearch, alias: str, cluster_ids: Sequence[str]) -> dict[str, list[str]]:
-    """Article ids of each given cluster."""
-    members: dict[str, list[str]] = {c: [] for c in cluster_ids}
-    for start in range(0, len(cluster_ids), 5000):
-        query = {"terms": {"cluster_id": list(cluster_ids[start : start + 5000])}}
-        for hit in _scan(es, alias, query, ["cluster_id"]):
-            members[hit["_source"]["cluster_id"]].append(hit["_id"])
-    return members
-
-
-def repoint_clusters(es: Elasticsearch, alias: str, repoint: dict[str, str]) -> int:
-    """Move every article of each indexed cluster ``old`` to cluster ``new`` (whose head is earlier)."""
-    if not repoint:
-        return 0
-    members = _members(es, alias, sorted(repoint))
-    actions = [
-        {
-            "_op_type": "update",
-            "_index": alias,
-            "_id": doc_id,
-            "doc": {"cluster_id": repoint[old], "duplicate_of": None if doc_id == repoint[old] else repoint[old]},
-        }
-        for old, ids in members.items()
-        for doc_id in ids
-    ]
-    result = bulk_write(es, actions)
-    es.indices.refresh(index=alias)
-    return len(result.ok)
-
-
-def update_cluster_sizes(es: Elasticsearch, alias: str, cluster_ids: Iterable[str]) -> None:
-    """Set ``cluster_size`` on every article of the given clusters to the cluster's article count."""
-    ids = sorted(set(cluster_ids))
-    if not ids:
-        return
-    es.indices.refresh(index=alias)
-    members = _members(es, alias, ids)
-    actions = [
-        {"_op_type": "update", "_index": alias, "_id": doc_id, "doc": {"cluster_size": len(docs)}}
-        for docs in members.values()
-        for doc_id in docs
-    ]
-    bulk_write(es, actions)
-    es.indices.refresh(index=alias)

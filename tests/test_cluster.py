@@ -97,6 +97,7 @@ def test_assignment_does_not_depend_on_order(order: list[int], edges: list[tuple
 
 def run(es: Elasticsearch, alias: str, batch: Sequence[Article]) -> None:
     index_clustered(es, alias, batch, threshold=0.4, window_days=30)
+    es.indices.refresh(index=alias)  # as a cycle does when it has written everything
 
 
 def clusters_of(es: Elasticsearch, alias: str) -> dict[str, tuple[str, str | None, int]]:
@@ -150,7 +151,7 @@ def test_clusters_are_the_same_whatever_the_order_of_arrival(es: Elasticsearch, 
         for batch in (order[:cut], order[cut:]):
             run(es, name, batch)
         outcomes.add(tuple(sorted(clusters_of(es, name).items())))
-        for suffix in ("000001", "feeds", "seen"):
+        for suffix in ("000001", "feeds", "seen", "alerts", "lsh"):
             es.indices.delete(index=f"{name}-{suffix}", ignore_unavailable=True)
     assert len(outcomes) == 1
     [result] = outcomes
