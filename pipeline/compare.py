@@ -63,19 +63,24 @@ def parse_when(value: str, *, end: bool = False) -> datetime:
     return when
 
 
-def format_lag(minutes: float | None) -> str:
-    """``first``, ``+25 min``, ``+3 h 10 min``, ``+2 d 4 h``; empty when not covered."""
+LAG_WORDS = ("first", "min", "h", "d")  # the first report; minutes, hours, days
+
+
+def format_lag(minutes: float | None, words: tuple[str, str, str, str] = LAG_WORDS) -> str:
+    """``first``, ``+25 min``, ``+3 h 10 min``, ``+2 d 4 h``; empty when not covered. ``words`` gives
+    the first report's name and the units (the HTML report uses Arabic ones)."""
     if minutes is None:
         return ""
+    first, mins, hrs, days_ = words
     m = round(minutes)
     if m == 0:
-        return "first"
+        return first
     if m < 60:
-        return f"+{m} min"
+        return f"+{m} {mins}"
     if m < 48 * 60:
-        return f"+{m // 60} h {m % 60} min" if m % 60 else f"+{m // 60} h"
+        return f"+{m // 60} {hrs} {m % 60} {mins}" if m % 60 else f"+{m // 60} {hrs}"
     days, hours = m // 1440, m % 1440 // 60
-    return f"+{days} d {hours} h" if hours else f"+{days} d"
+    return f"+{days} {days_} {hours} {hrs}" if hours else f"+{days} {days_}"
 
 
 def _iso(when: datetime) -> str:

@@ -22,6 +22,8 @@ import plotly.io as pio  # type: ignore[import-untyped, unused-ignore]
 from plotly.offline import get_plotlyjs  # type: ignore[import-untyped, unused-ignore]
 from plotly.subplots import make_subplots  # type: ignore[import-untyped, unused-ignore]
 
+from pipeline.compare import format_lag
+
 __all__ = ["story_html", "topic_html"]
 
 FONTS = '"Noto Naskh Arabic", "Noto Sans Arabic", "Amiri", "Geeza Pro", "Segoe UI", Tahoma, "DejaVu Sans", sans-serif'
@@ -89,17 +91,7 @@ def _count(n: int, noun: str) -> str:
 
 def _lag(minutes: float | None) -> str:
     """The lag in Arabic abbreviations (د minutes, س hours, ي days), or «الأول» for the first report."""
-    if minutes is None:
-        return ""
-    m = round(minutes)
-    if m == 0:
-        return "الأول"
-    if m < 60:
-        return f"+{m} د"
-    if m < 48 * 60:
-        return f"+{m // 60} س {m % 60} د" if m % 60 else f"+{m // 60} س"
-    days, hours = m // 1440, m % 1440 // 60
-    return f"+{days} ي {hours} س" if hours else f"+{days} ي"
+    return format_lag(minutes, ("الأول", "د", "س", "ي"))
 
 
 def _layout(fig: go.Figure, *, height: int, title: str) -> go.Figure:
