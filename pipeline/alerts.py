@@ -62,7 +62,7 @@ from typing import Any
 
 from elasticsearch import Elasticsearch
 
-from pipeline import index, log, mailer
+from pipeline import index, log, lsh, mailer
 from pipeline.alert_ledger import (
     DEFAULT_SENDER,
     alerted_to,
@@ -264,13 +264,17 @@ def _passes(profile: Profile) -> dict[str, Any]:
 
 
 def _members(es: Elasticsearch, alias: str, cluster_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
-    """Every article of each cluster, as its ``_source`` plus ``_id``."""
+    """Every article of each cluster, as its ``_source`` plus ``_id``: the cluster's run in the bucket
+    store lists who joined it (``lsh.cluster_key``), and each listed article's own document says whether
+    it is still in it. Look-ups by id only (a search costs a pass over the index on small servers)."""
+    wanted = set(cluster_ids)
+    runs = lsh.read_runs(es, alias, [lsh.cluster_key(c) for c in wanted])
+    listed = wanted | {m.article_id for run in runs.values() for m in run.members}
     found: dict[str, list[dict[str, Any]]] = {}
-    for start in range(0, len(cluster_ids), 5000):
-        query = {"terms": {"cluster_id": list(cluster_ids[start : start + 5000])}}
-        for hit in index._scan(es, alias, query, ARTICLE_FIELDS):
-            src = {"_id": hit["_id"], **hit["_source"]}
-            found.setdefault(src.get("cluster_id") or hit["_id"], []).append(src)
+    for doc_id, src in index.get_many(es, alias, sorted(listed), fields=ARTICLE_FIELDS).items():
+        cluster = src.get("cluster_id") or doc_id
+        if cluster in wanted:
+            found.setdefault(cluster, []).append({"_id": doc_id, **src})
     return found
 
 
