@@ -24,7 +24,7 @@ from pipeline.fetch import Fetcher
 from pipeline.poll import PollResult
 from pipeline.records import Article, FeedConfig, FeedItem, FeedState, iso
 from pipeline.settings import Settings
-from pipeline.topics import load_profiles
+from pipeline.topics import Profile, load_profiles
 
 _log = log.get(__name__)
 # Outcomes after which an item is never downloaded again (unless its feed entry says it was updated).
@@ -151,27 +151,26 @@ def collect(
     es: Elasticsearch,
     feeds: Sequence[FeedConfig],
     *,
+    profiles: Sequence[Profile],
     feed_order: Mapping[str, int] | None = None,
     fetcher: Fetcher | None = None,
     progress: Progress | None = None,
     now: datetime | None = None,
 ) -> Collected:
-    """Poll ``feeds``, download their new items and extract the articles. Reads the index (what is
-    known already) but writes nothing: see ``commit_collected`` and ``process``.
+    """Poll ``feeds``, download their new items and extract the articles, tagged against ``profiles``.
+    Reads the index (what is known already; its indices must exist: ``index.ensure_indices``) but writes
+    nothing: see ``commit_collected`` and ``process``.
 
     ``feed_order`` gives every feed's position in the whole feed list when ``feeds`` is one batch of it
     (Airflow maps batches over tasks), so that an article listed by two feeds is credited alike.
 
     Raises:
-        ConfigError: a profile is invalid (before any download).
-        IndexingError: the index cannot be set up or read.
+        IndexingError: the index cannot be read.
     """
     started = time.monotonic()
     now = now or datetime.now(UTC)
     summary = RunSummary(started_at=iso(now) or "", feeds_total=len(feeds))
     alias = settings.es_index
-    profiles = load_profiles(settings.profiles_dir)  # a bad profile stops the run before any download
-    index.ensure_indices(es, alias)
     states = index.load_feed_states(es, alias, [f.id for f in feeds])
     own_fetcher = fetcher is None
     fetcher = fetcher or Fetcher(settings)
@@ -295,22 +294,23 @@ def process(
     es: Elasticsearch,
     articles: Sequence[Article],
     *,
+    profiles: Sequence[Profile],
     rank: Mapping[str, int],
     updated: Mapping[str, str | None],
     attempts: Mapping[str, int] | None = None,
     now: datetime | None = None,
 ) -> Processed:
     """Exact dedup, near-duplicate clustering, indexing and the seen ledger for extracted articles (tags
-    were set at extraction). Safe to repeat: an article already indexed with the same text is left as it
-    is, every write is keyed by the article's stable id.
+    were set at extraction; ``profiles`` are those counted in ``tagged``). Safe to repeat: an article
+    already indexed with the same text is left as it is, every write is keyed by the article's stable id.
+    The indices must exist (``index.ensure_indices``).
 
     Raises:
-        IndexingError: the index cannot be set up or read.
+        IndexingError: the index cannot be read or written.
     """
     started = time.monotonic()
     now = now or datetime.now(UTC)
     alias = settings.es_index
-    index.ensure_indices(es, alias)
     result = Processed(articles_in=len(articles))
     # One article per id (two landing batches may hold the same URL): the earliest-listed feed's copy.
     unique: dict[str, Article] = {}
@@ -337,7 +337,7 @@ def process(
     # (what was written is then "unchanged"); documents it refused for good are counted as failed.
     written.raise_if_transient("indexing articles")
     result.near_duplicates_clustered = clustered.joined
-    result.tagged = {p.id: 0 for p in load_profiles(settings.profiles_dir)}
+    result.tagged = {p.id: 0 for p in profiles}
     for article in clustered.articles:
         for topic in article.topics:
             result.tagged[topic] = result.tagged.get(topic, 0) + 1
@@ -376,13 +376,16 @@ def run_cycle(
     """
     started = time.monotonic()
     now = datetime.now(UTC)
-    collected = collect(settings, es, feeds, fetcher=fetcher, progress=progress, now=now)
+    profiles = load_profiles(settings.profiles_dir)  # a bad profile stops the run before any download
+    index.ensure_indices(es, settings.es_index)
+    collected = collect(settings, es, feeds, profiles=profiles, fetcher=fetcher, progress=progress, now=now)
     summary = collected.summary
     clock = _Clock(summary)
     done = process(
         settings,
         es,
         collected.articles,
+        profiles=profiles,
         rank=collected.rank,
         updated=collected.updated,
         attempts=collected.attempts,
@@ -391,7 +394,7 @@ def run_cycle(
     merge_processed(summary, done)
     commit_collected(es, settings.es_index, collected, landed=False, now=now)
     clock.lap("cluster+index")
-    alerted = run_alerts(settings, es, load_profiles(settings.profiles_dir))
+    alerted = run_alerts(settings, es, profiles)
     summary.alerts_sent = alerted.stories_sent
     summary.alerts_pending = alerted.stories_pending
     summary.alert_failures = alerted.failures[:50]

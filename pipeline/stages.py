@@ -82,8 +82,10 @@ def poll_to_landing(settings: Settings, feed_ids: Sequence[str], *, name: str) -
         raise ConfigError(f"unknown feed ids {unknown} (not in {settings.feeds_file})")
     feeds = [by_id[f] for f in feed_ids]
     now = datetime.now(UTC)
+    profiles = load_profiles(settings.profiles_dir)  # a bad profile stops the task before any download
     with open_index(settings) as es:
-        collected = cycle.collect(settings, es, feeds, feed_order=order, now=now)
+        index.ensure_indices(es, settings.es_index)
+        collected = cycle.collect(settings, es, feeds, profiles=profiles, feed_order=order, now=now)
         ref = None
         if collected.articles:
             ref = Landing(settings.landing).write(
@@ -134,6 +136,7 @@ def process_landed(settings: Settings, refs: Sequence[str]) -> dict[str, Any]:
     others are processed.
 
     Raises:
+        ConfigError: a profile is invalid.
         IndexingError: the index cannot be reached.
     """
     landing = Landing(settings.landing)
@@ -156,8 +159,10 @@ def process_landed(settings: Settings, refs: Sequence[str]) -> dict[str, Any]:
             rank[key] = min(rank.get(key, value), value)
         updated.update(b.updated)
         attempts.update(b.attempts)
+    profiles = load_profiles(settings.profiles_dir)
     with open_index(settings) as es:
-        done = cycle.process(settings, es, articles, rank=rank, updated=updated, attempts=attempts)
+        index.ensure_indices(es, settings.es_index)
+        done = cycle.process(settings, es, articles, profiles=profiles, rank=rank, updated=updated, attempts=attempts)
     counts = done.to_dict()
     for batch in batches:
         landing.mark_done(batch.ref, {"articles": len(batch.articles), "processed_with": len(articles)})
