@@ -176,16 +176,20 @@ class Landing:
     def batches(self) -> list[str]:
         return self._refs("batches", ".json.gz")
 
+    def done(self) -> set[str]:
+        """Batches marked processed."""
+        return set(self._refs("done", ".json"))
+
     def pending(self) -> list[str]:
         """Batches written and not yet processed, oldest first."""
-        done = set(self._refs("done", ".json"))
+        done = self.done()
         return [ref for ref in self.batches() if ref not in done]
 
     def prune(self, retention_days: float, *, now: datetime | None = None) -> int:
         """Remove processed batches (and their markers) older than ``retention_days``; return how many.
         Unprocessed batches are kept whatever their age, and logged."""
         cutoff = ((now or datetime.now(UTC)) - timedelta(days=retention_days)).strftime("%Y-%m-%d")
-        done = set(self._refs("done", ".json"))
+        done = self.done()
         removed = 0
         for ref in self.batches():
             if ref.split("/")[0] >= cutoff:

@@ -108,15 +108,12 @@ def plan_processing(settings: Settings, refs: Sequence[str] = ()) -> list[list[s
     pending in the landing area (an event lost, a run that failed) — grouped so that each processing
     task gets about ``PROCESS_BATCH_BYTES`` of landed articles."""
     landing = Landing(settings.landing)
-    pending = landing.pending()
-    wanted = sorted(set(refs) | set(pending))
-    done = set(landing.batches()) - set(pending)
+    # A batch processed already (a re-run of the same event) is left out: nothing to do.
+    wanted = sorted((set(refs) | set(landing.batches())) - landing.done())
     groups: list[list[str]] = []
     current: list[str] = []
     size = 0
     for ref in wanted:
-        if ref in done:
-            continue  # processed already (a re-run of the same event): nothing to do
         count = landing.size(ref)
         if current and size + count > PROCESS_BATCH_BYTES:
             groups.append(current)
