@@ -177,9 +177,10 @@ def test_poll_process_alert_index_the_expected_articles_and_send_one_digest(
         assert {url: (d["cluster_id"], d["fetched_at"]) for url, d in after.items()} == before
 
 
-def _flaky_bulk_proxy(upstream: str, *, target: str, count: int) -> FaultProxy:
+def _flaky_bulk_proxy(upstream: str, *, target: str, count: int) -> tuple[FaultProxy, dict[str, int]]:
     """Drops the connection on the first ``count`` bulk requests that write to the index ``target``: a
-    processing task that dies halfway, after its articles were written and before its ledger was."""
+    processing task that dies halfway, after its articles were written and before its ledger was.
+    Returns the proxy and its count of dropped requests (``n``)."""
     dropped = {"n": 0}
 
     def fault(handler: BaseHTTPRequestHandler, path: str, body: bytes) -> bool:
@@ -190,9 +191,7 @@ def _flaky_bulk_proxy(upstream: str, *, target: str, count: int) -> FaultProxy:
             return True
         return False
 
-    proxy = FaultProxy(upstream, fault)
-    proxy.dropped = dropped  # type: ignore[attr-defined]
-    return proxy
+    return FaultProxy(upstream, fault), dropped
 
 
 def test_processing_task_that_fails_halfway_is_retried_and_indexes_every_article_once(
@@ -202,14 +201,14 @@ def test_processing_task_that_fails_halfway_is_retried_and_indexes_every_article
     assert polled["state"] == "success" and polled["returns"]["publish"]["articles_landed"] > 0
     # The articles are written; the seen-ledger write is dropped for as long as the client retries
     # (4 attempts), so the task fails halfway; Airflow retries it.
-    proxy = _flaky_bulk_proxy(es_url, target=f"{alias}-seen", count=4)
+    proxy, dropped = _flaky_bulk_proxy(es_url, target=f"{alias}-seen", count=4)
     try:
         # The search server comes from the Airflow connection news_es, which overrides ES_URL (dead here).
         run = airflow(demo_site, "news_process", es="http://127.0.0.1:9", AIRFLOW_CONN_NEWS_ES=proxy.url)
         run = run["news_process"]
     finally:
         proxy.close()
-    assert proxy.dropped["n"] == 4  # type: ignore[attr-defined]
+    assert dropped["n"] == 4
     assert run["state"] == "success"
     assert run["tasks"]["process[0]"]["tries"] == 2
     assert run["returns"]["process[0]"]["unchanged"] > 0, run  # the first try's articles, left as they were
