@@ -38,6 +38,7 @@ from pipeline.clustering import index_clustered  # noqa: E402
 from pipeline.cycle import _indexed_hashes  # noqa: E402
 from pipeline.demo.site import _corpus  # noqa: E402
 from pipeline.embedded import start_server, stop_group  # noqa: E402
+from pipeline.es import connect, get_many
 from pipeline.lsh import indexed_texts  # noqa: E402
 from pipeline.records import Article  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
@@ -130,7 +131,7 @@ def main() -> None:
     try:
         settings = Settings(es_url=url, es_index="bench-cluster", es_timeout=600)
         alias = settings.es_index
-        es = index.connect(settings, url)
+        es = connect(settings, url)
         index.ensure_indices(es, alias)
         present = es.count(index=f"{alias}-000001", query={"prefix": {"canonical_url": "https://bench.example/"}})
         present_n = present["count"]
@@ -214,7 +215,7 @@ def measure(
         per_batch.append({k: v / len(batch) * 1000 for k, v in timings.items()})
         if args.verbose:
             print(" ".join(f"{k} {v:.1f}" for k, v in per_batch[-1].items()), file=sys.stderr)
-        heads = index.get_many(es, alias, sorted(set(copies.values())), fields=["cluster_id"])
+        heads = get_many(es, alias, sorted(set(copies.values())), fields=["cluster_id"])
         for a in clustered.articles:
             if a.id in copies:
                 planted += 1

@@ -38,6 +38,7 @@ from bench.bench_cluster import sentence_pool  # noqa: E402
 from pipeline import index  # noqa: E402
 from pipeline.compare import compare_topic  # noqa: E402
 from pipeline.embedded import start_server, stop_group  # noqa: E402
+from pipeline.es import bulk_write, connect
 from pipeline.normalize import normalize_for_hash  # noqa: E402
 from pipeline.records import Article, doc_id  # noqa: E402
 from pipeline.settings import PROJECT_ROOT, Settings  # noqa: E402
@@ -180,7 +181,7 @@ def main() -> None:
     proc, url = start_server(tmp / "es")
     try:
         settings = Settings(es_url=url, es_index=ALIAS, es_timeout=3600)
-        es = index.connect(settings, url)
+        es = connect(settings, url)
         index.ensure_indices(es, ALIAS)
         present = es.count(index=ALIAS)["count"]
         t = time.perf_counter()
@@ -189,7 +190,7 @@ def main() -> None:
         t = time.perf_counter()
         if present < args.n:
             for start in range(present, args.n, args.chunk):
-                result = index.bulk_write(
+                result = bulk_write(
                     es, index.article_actions(ALIAS, articles[start : start + args.chunk]), chunk_size=args.chunk
                 )
                 if result.failed:

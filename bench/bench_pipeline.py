@@ -42,6 +42,7 @@ from pipeline import index  # noqa: E402
 from pipeline.cycle import run_cycle  # noqa: E402
 from pipeline.demo.site import bench_site  # noqa: E402
 from pipeline.embedded import free_port, start_server, stop_group  # noqa: E402
+from pipeline.es import connect
 from pipeline.extract import build_article, decode_html  # noqa: E402
 from pipeline.records import FeedConfig, FeedItem  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
@@ -130,7 +131,7 @@ def main() -> None:
             allow_private_hosts=True,
             extract_workers=args.workers,
         )
-        es = index.connect(settings, es_url)
+        es = connect(settings, es_url)
         # The same pages, downloaded beforehand, for bare extraction.
         resources, _ = bench_site(base_url, args.n)
         urls = [base_url + p for p in resources if "/bench/" in p and not p.endswith(".xml")]

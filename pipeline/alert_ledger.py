@@ -35,6 +35,7 @@ Lease, claims and crashes
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import uuid
@@ -44,12 +45,13 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr
 from typing import Any
 
-from elasticsearch import ApiError, ConflictError, Elasticsearch, NotFoundError, TransportError
+from elasticsearch import ConflictError, Elasticsearch, NotFoundError
 from elasticsearch import helpers as es_helpers
 
 from pipeline import index, log
 from pipeline.digest import Story
 from pipeline.errors import IndexingError
+from pipeline.es import bulk_write, translated
 from pipeline.records import iso, parse_iso_or_none
 from pipeline.settings import Settings
 
@@ -91,10 +93,8 @@ def ensure_ledger(es: Elasticsearch, alias: str) -> None:
         IndexingError: the cluster refused.
     """
     index.ensure_indices(es, alias)
-    try:
+    with translated("updating the alert ledger's mapping", url=alias):
         es.indices.put_mapping(index=index.Names(alias).alerts, properties=_ledger_mapping()["properties"])
-    except (ApiError, TransportError) as err:
-        raise IndexingError(f"could not update the alert ledger's mapping: {err}", url=alias) from err
 
 
 def _ledger_mapping() -> dict[str, Any]:
@@ -112,17 +112,13 @@ def ledger_hits(
         IndexingError: the ledger cannot be read.
     """
     body: dict[str, Any] = {"query": query} if fields is None else {"query": query, "_source": fields}
-    try:
+    with translated("reading the alert ledger", url=alias):
         yield from es_helpers.scan(es, index=index.Names(alias).alerts, query=body, size=1000)
-    except (ApiError, TransportError) as err:
-        raise IndexingError(f"could not read the alert ledger: {err}", url=alias) from err
 
 
 def refresh_ledger(es: Elasticsearch, alias: str) -> None:
-    try:
+    with translated("refreshing the alert ledger", url=alias):
         es.indices.refresh(index=index.Names(alias).alerts)
-    except (ApiError, TransportError) as err:
-        raise IndexingError(f"could not refresh the alert ledger: {err}", url=alias) from err
 
 
 def _recorded(profile_id: str, *, live_after: datetime) -> list[dict[str, Any]]:
@@ -198,7 +194,7 @@ def take_lease(
     ledger = index.Names(alias).alerts
     doc_id = f"lease:{profile_id}"
     body = {"profile": profile_id, "status": LEASE, "claimed_at": iso(now), "claimed_by": owner}
-    try:
+    with translated(f"taking the alert lease for {profile_id}", url=alias):
         for _ in range(3):
             try:
                 done = es.create(index=ledger, id=doc_id, document=body, refresh=True)
@@ -209,6 +205,9 @@ def take_lease(
                 held = es.get(index=ledger, id=doc_id)
             except NotFoundError:
                 continue  # released in between: try to create it again
+            if held["_source"].get("claimed_by") == owner and held["_source"].get("claimed_at") == body["claimed_at"]:
+                # Our own create, retried after a dropped connection, met its first try: the lease is ours.
+                return Lease(doc_id, int(held["_seq_no"]), int(held["_primary_term"]))
             since = parse_iso_or_none(held["_source"].get("claimed_at"))
             if since is not None and since >= now - ttl:
                 return None
@@ -225,8 +224,6 @@ def take_lease(
                 return None  # another run took it over first
             _log.warning("alerts.lease_taken_over", profile=profile_id, previous=held["_source"].get("claimed_by"))
             return Lease(doc_id, int(done["_seq_no"]), int(done["_primary_term"]))
-    except (ApiError, TransportError) as err:
-        raise IndexingError(f"could not take the alert lease for {profile_id}: {err}", url=alias) from err
     return None
 
 
@@ -238,34 +235,33 @@ def renew_lease(es: Elasticsearch, alias: str, lease: Lease, *, now: datetime, o
         "claimed_at": iso(now),
         "claimed_by": owner,
     }
-    try:
-        done = es.index(
-            index=index.Names(alias).alerts,
-            id=lease.doc_id,
-            document=body,
-            if_seq_no=lease.seq_no,
-            if_primary_term=lease.primary_term,
-            refresh=True,
-        )
-    except ConflictError:
-        return None
-    except (ApiError, TransportError) as err:
-        raise IndexingError(f"could not renew the alert lease {lease.doc_id}: {err}", url=alias) from err
+    with translated(f"renewing the alert lease {lease.doc_id}", url=alias):
+        try:
+            done = es.index(
+                index=index.Names(alias).alerts,
+                id=lease.doc_id,
+                document=body,
+                if_seq_no=lease.seq_no,
+                if_primary_term=lease.primary_term,
+                refresh=True,
+            )
+        except ConflictError:
+            return None
     return Lease(lease.doc_id, int(done["_seq_no"]), int(done["_primary_term"]))
 
 
 def release_lease(es: Elasticsearch, alias: str, lease: Lease) -> None:
     try:
-        es.delete(
-            index=index.Names(alias).alerts,
-            id=lease.doc_id,
-            if_seq_no=lease.seq_no,
-            if_primary_term=lease.primary_term,
-            refresh=True,
-        )
-    except ConflictError:
-        pass  # taken over by another run (ours had expired): theirs now
-    except (ApiError, TransportError) as err:
+        # A conflict: taken over by another run (ours had expired), theirs now.
+        with translated(f"releasing the alert lease {lease.doc_id}", url=alias), contextlib.suppress(ConflictError):
+            es.delete(
+                index=index.Names(alias).alerts,
+                id=lease.doc_id,
+                if_seq_no=lease.seq_no,
+                if_primary_term=lease.primary_term,
+                refresh=True,
+            )
+    except IndexingError as err:
         # It expires after ALERT_CLAIM_MINUTES; until then the profile's alerts wait.
         _log.warning("alerts.lease_not_released", lease=lease.doc_id, reason=str(err))
 
@@ -283,10 +279,8 @@ def drop_stale_claims(es: Elasticsearch, alias: str, profile_id: str, *, cutoff:
             ]
         }
     }
-    try:
+    with translated("clearing stale alert claims", url=alias):
         done = es.delete_by_query(index=index.Names(alias).alerts, query=query, conflicts="proceed", refresh=True)
-    except (ApiError, TransportError) as err:
-        raise IndexingError(f"could not clear stale alert claims: {err}", url=alias) from err
     if done.get("deleted"):
         # A worker died holding these: sent again now, perhaps a second time if it died after delivery.
         _log.warning("alerts.stale_claims", profile=profile_id, deleted=done["deleted"])
@@ -336,7 +330,7 @@ def claim_stories(
         }
         for doc_id, story in ids.items()
     ]
-    result = index.bulk_write(es, actions)
+    result = bulk_write(es, actions)
     failed = 0
     for doc_id, reason in result.failed:
         if "version_conflict" not in reason and "already exists" not in reason:
@@ -355,7 +349,7 @@ def new_message_id(settings: Settings, now: datetime) -> str:
 def delete_claims(es: Elasticsearch, alias: str, claim_ids: Sequence[str]) -> None:
     ledger = index.Names(alias).alerts
     try:
-        result = index.bulk_write(es, ({"_op_type": "delete", "_index": ledger, "_id": i} for i in claim_ids))
+        result = bulk_write(es, ({"_op_type": "delete", "_index": ledger, "_id": i} for i in claim_ids))
         refresh_ledger(es, alias)
     except IndexingError as err:
         # The claims expire after ALERT_CLAIM_MINUTES; the stories go out after that.
@@ -381,7 +375,7 @@ def mark_sent(
         for doc_id in claim_ids
     )
     try:
-        result = index.bulk_write(es, actions)
+        result = bulk_write(es, actions)
         refresh_ledger(es, alias)
     except IndexingError as err:
         _log.error("alerts.ledger_write_failed", message_id=message_id, claims=len(claim_ids), reason=str(err))

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from elasticsearch import ApiError, Elasticsearch, TransportError
+from elasticsearch import Elasticsearch
 
 from pipeline import index, log, mailer
 from pipeline.alert_ledger import (
@@ -28,7 +28,8 @@ from pipeline.alert_ledger import (
 )
 from pipeline.alerts import ARTICLE_FIELDS, Pending, recipients_for, select_pending, story_of
 from pipeline.digest import Copy, Digest, Story, build_message, reading_order
-from pipeline.errors import AlertError, IndexingError
+from pipeline.errors import AlertError
+from pipeline.es import bulk_write, get_many, translated
 from pipeline.records import iso, parse_iso_or_none
 from pipeline.settings import Settings
 from pipeline.topics import Profile
@@ -77,15 +78,13 @@ def _ledger_rows(
     if profile_id:
         filters.append({"term": {"profile": profile_id}})
     sort_field = "sent_at" if statuses == [SENT] else "claimed_at"
-    try:
+    with translated("reading the alert ledger", url=alias):
         resp = es.search(
             index=index.Names(alias).alerts,
             query={"bool": {"filter": filters}},
             sort=[{sort_field: {"order": "desc"}}],
             size=limit,
         )
-    except (ApiError, TransportError) as err:
-        raise IndexingError(f"could not read the alert ledger: {err}", url=alias) from err
     rows = []
     for hit in resp["hits"]["hits"]:
         src = hit["_source"]
@@ -208,7 +207,7 @@ def resend(
 def _story_again(es: Elasticsearch, alias: str, record: dict[str, Any], profile: Profile | None) -> Story:
     """A sent story rebuilt from its articles as they are now indexed, or from the ledger if they are gone."""
     ids = list(record.get("article_ids") or [])
-    articles = [{"_id": i, **src} for i, src in index.get_many(es, alias, ids, fields=ARTICLE_FIELDS).items()]
+    articles = [{"_id": i, **src} for i, src in get_many(es, alias, ids, fields=ARTICLE_FIELDS).items()]
     if articles:
         return story_of(record.get("cluster_id") or articles[0]["_id"], articles, profile)
     return Story(
@@ -250,7 +249,7 @@ def _record_resend(
                 },
             }
         )
-    result = index.bulk_write(es, actions)
+    result = bulk_write(es, actions)
     refresh_ledger(es, alias)
     for doc_id, reason in result.failed:
         _log.error("alerts.ledger_write_failed", message_id=message_id, claim=doc_id, reason=reason)

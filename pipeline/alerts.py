@@ -62,7 +62,7 @@ from typing import Any
 
 from elasticsearch import Elasticsearch
 
-from pipeline import index, log, lsh, mailer
+from pipeline import log, lsh, mailer
 from pipeline.alert_ledger import (
     DEFAULT_SENDER,
     alerted_to,
@@ -79,6 +79,7 @@ from pipeline.alert_ledger import (
 )
 from pipeline.digest import Copy, Digest, Story, build_message, reading_order
 from pipeline.errors import AlertError, MailServerUnreachable
+from pipeline.es import get_many, scan
 from pipeline.records import iso, parse_iso_or_none
 from pipeline.settings import Settings
 from pipeline.topics import Profile
@@ -216,7 +217,7 @@ def select_pending(
         }
     }
     first_indexed: dict[str, str] = {}
-    for hit in index._scan(es, alias, query, ["cluster_id", "fetched_at"]):
+    for hit in scan(es, alias, query, ["cluster_id", "fetched_at"]):
         src = hit["_source"]
         cluster = src.get("cluster_id") or hit["_id"]
         fetched = src.get("fetched_at") or ""
@@ -271,7 +272,7 @@ def _members(es: Elasticsearch, alias: str, cluster_ids: Sequence[str]) -> dict[
     runs = lsh.read_runs(es, alias, [lsh.cluster_key(c) for c in wanted])
     listed = wanted | {m.article_id for run in runs.values() for m in run.members}
     found: dict[str, list[dict[str, Any]]] = {}
-    for doc_id, src in index.get_many(es, alias, sorted(listed), fields=ARTICLE_FIELDS).items():
+    for doc_id, src in get_many(es, alias, sorted(listed), fields=ARTICLE_FIELDS).items():
         cluster = src.get("cluster_id") or doc_id
         if cluster in wanted:
             found.setdefault(cluster, []).append({"_id": doc_id, **src})

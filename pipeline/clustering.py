@@ -29,6 +29,7 @@ from pipeline.cluster import (
     similarity,
     sketch,
 )
+from pipeline.es import BulkResult, bulk_write, get_many
 from pipeline.records import Article
 
 # Candidates whose estimated similarity falls this far below the threshold are not worth an exact check
@@ -149,10 +150,10 @@ def cluster_articles(
                 if member.article_id not in by_id and check.in_window(a.id, member.published_at):
                     candidates[member.article_id].add(a.id)
     laps.lap("lookup")
-    docs = index.get_many(es, alias, sorted(candidates), fields=["cluster_id", "minhash", "published_at"])
+    docs = get_many(es, alias, sorted(candidates), fields=["cluster_id", "minhash", "published_at"])
     laps.lap("candidates")
     close = [(a, m) for m, doc in docs.items() for a in sorted(candidates[m]) if check.close(a, doc)]
-    bodies = index.get_many(es, alias, sorted({m for _, m in close}), fields=["body"])
+    bodies = get_many(es, alias, sorted({m for _, m in close}), fields=["body"])
     joins: list[tuple[str, str]] = []
     cluster_heads: dict[str, datetime] = {}
     for article_id, other in close:
@@ -161,12 +162,12 @@ def cluster_articles(
             cluster_heads[docs[other]["cluster_id"]] = _when(docs[other]["published_at"])
     laps.lap("check")
     # An article taken again after an update stays in the cluster it had.
-    previous = index.get_many(es, alias, list(by_id), fields=["cluster_id"])
+    previous = get_many(es, alias, list(by_id), fields=["cluster_id"])
     for article_id, src in previous.items():
         if src.get("cluster_id"):
             joins.append((article_id, src["cluster_id"]))
     # The heads' own publication times (the candidates may be later members of their clusters).
-    heads = index.get_many(es, alias, sorted({c for _, c in joins}), fields=["published_at"])
+    heads = get_many(es, alias, sorted({c for _, c in joins}), fields=["published_at"])
     for cluster_id, src in heads.items():
         cluster_heads[cluster_id] = _when(src["published_at"])
     for article_id, cluster_id in joins:
@@ -218,7 +219,7 @@ def reconcile(
                 unresolved[member.article_id].update(filed_under.get(key, ()))
     if not unresolved:
         return {}
-    docs = index.get_many(es, alias, sorted(unresolved), fields=["cluster_id", "minhash", "published_at", "body"])
+    docs = get_many(es, alias, sorted(unresolved), fields=["cluster_id", "minhash", "published_at", "body"])
     links: list[tuple[str, str]] = []
     heads: dict[str, datetime] = {}
     for other, doc in docs.items():
@@ -231,7 +232,7 @@ def reconcile(
                 heads.setdefault(doc["cluster_id"], _when(doc["published_at"]))
     if not links:
         return {}
-    for cluster_id, src in index.get_many(es, alias, sorted(heads), fields=["published_at"]).items():
+    for cluster_id, src in get_many(es, alias, sorted(heads), fields=["published_at"]).items():
         heads[cluster_id] = _when(src["published_at"])
     return merge(links, heads)
 
@@ -273,7 +274,7 @@ def update_clusters(
             listed[final(c)] |= {c, *(m.article_id for m in runs[lsh.cluster_key(c)].members)}
         for a in articles:
             listed.get(final(a.cluster_id), set()).add(a.id)
-        state = index.get_many(es, alias, sorted(set().union(*listed.values())), fields=["cluster_id", "published_at"])
+        state = get_many(es, alias, sorted(set().union(*listed.values())), fields=["cluster_id", "published_at"])
         away = {c: state[c]["cluster_id"] for c in targets if state.get(c, {}).get("cluster_id", c) not in listed[c]}
         if away:  # another worker moved these clusters: follow them
             moves.update(away)
@@ -298,7 +299,7 @@ def update_clusters(
         if not entries and not actions:
             return
         lsh.file_articles(es, alias, entries, runs, limit=None)  # runs first: a crash leaves no member unlisted
-        index.bulk_write(es, actions).raise_if_transient("updating clusters")
+        bulk_write(es, actions).raise_if_transient("updating clusters")
 
 
 def index_clustered(
@@ -309,7 +310,7 @@ def index_clustered(
     threshold: float,
     window_days: int,
     timings: dict[str, float] | None = None,
-) -> tuple[Clustered, index.BulkResult]:
+) -> tuple[Clustered, BulkResult]:
     """Cluster ``articles``, file them in the bucket store, index them, then move indexed clusters whose
     head changed and update the sizes of every cluster that grew. What a cycle does after exact
     deduplication. Reads and writes by id only, and no refresh (on the embedded server a search or a
@@ -327,7 +328,7 @@ def index_clustered(
     laps = _Laps(timings)
     clustered, filed = file_clustered(es, alias, clustered)
     laps.lap("file")
-    written = index.bulk_write(es, index.article_actions(alias, clustered.articles))
+    written = bulk_write(es, index.article_actions(alias, clustered.articles))
     laps.lap("index")
     late = lsh.read_late(es, alias, filed)
     moves = reconcile(es, alias, clustered, late, threshold=threshold, window_days=window_days)

@@ -17,10 +17,11 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from elasticsearch import ApiError, Elasticsearch, TransportError
+from elasticsearch import Elasticsearch
 
 from pipeline import compare_terms
 from pipeline.errors import IndexingError
+from pipeline.es import translated
 from pipeline.related import story_versions
 
 __all__ = [
@@ -92,10 +93,8 @@ def _time(value: str) -> datetime:
 
 
 def _search(es: Elasticsearch, alias: str, **body: Any) -> dict[str, Any]:
-    try:
+    with translated(f"searching {alias}", url=alias):
         return dict(es.search(index=alias, **body))
-    except (ApiError, TransportError) as err:
-        raise IndexingError(f"search in {alias} failed: {err}", url=alias) from err
 
 
 def _msearch(es: Elasticsearch, alias: str, bodies: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -104,10 +103,8 @@ def _msearch(es: Elasticsearch, alias: str, bodies: Sequence[dict[str, Any]]) ->
     searches: list[dict[str, Any]] = []
     for body in bodies:
         searches.extend(({"index": alias}, body))
-    try:
+    with translated(f"searching {alias}", url=alias):
         responses = es.msearch(searches=searches)["responses"]
-    except (ApiError, TransportError) as err:
-        raise IndexingError(f"search in {alias} failed: {err}", url=alias) from err
     for response in responses:
         if "error" in response:
             raise IndexingError(f"search in {alias} failed: {response['error']}", url=alias)

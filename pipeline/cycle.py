@@ -15,11 +15,12 @@ from typing import Any
 
 from elasticsearch import Elasticsearch
 
-from pipeline import flow, index, log, lsh
+from pipeline import flow, index, journal, log, lsh
 from pipeline.alerts import run_alerts
 from pipeline.clustering import index_clustered
 from pipeline.dedup import drop_exact_duplicates
 from pipeline.errors import LanguageRejected
+from pipeline.es import bulk_write, get_many
 from pipeline.fetch import Fetcher
 from pipeline.poll import PollResult
 from pipeline.records import Article, FeedConfig, FeedItem, FeedState, iso
@@ -60,6 +61,7 @@ class RunSummary:
     exact_duplicates: int = 0
     indexed: int = 0
     index_failed: int = 0
+    recovered: int = 0  # articles of an interrupted earlier run whose clusters this run finished
     # None means "this stage did not run" (not zero).
     near_duplicates_clustered: int | None = None
     tagged: dict[str, int] | None = None
@@ -123,8 +125,8 @@ def select_new(
     previous attempt counts."""
     now = now or datetime.now(UTC)
     ids = [item.id for item in items]
-    indexed = index.get_many(es, alias, ids, fields=[])
-    seen = index.get_many(es, index.Names(alias).seen, ids, fields=["outcome", "attempts", "updated_at", "last_seen"])
+    indexed = get_many(es, alias, ids, fields=[])
+    seen = get_many(es, index.Names(alias).seen, ids, fields=["outcome", "attempts", "updated_at", "last_seen"])
     hold = iso(now - LANDED_HOLD) or ""
     fresh: list[FeedItem] = []
     attempts: dict[str, int] = {}
@@ -266,8 +268,8 @@ def commit_collected(
     outcomes = list(collected.outcomes)
     if landed:
         outcomes += [Outcome.of_article(a, collected.updated.get(a.id), "landed") for a in collected.articles]
-    index.bulk_write(es, _seen_actions(alias, outcomes, collected.attempts, now)).raise_if_transient("seen ledger")
-    index.bulk_write(es, index.feed_state_actions(alias, collected.states)).raise_if_transient("feed states")
+    bulk_write(es, _seen_actions(alias, outcomes, collected.attempts, now)).raise_if_transient("seen ledger")
+    bulk_write(es, index.feed_state_actions(alias, collected.states)).raise_if_transient("feed states")
     index.refresh(es, alias)
 
 
@@ -282,6 +284,8 @@ class Processed:
     tagged: dict[str, int] = field(default_factory=dict)
     indexed: int = 0
     index_failed: int = 0
+    # Articles of a batch that a process died writing, whose clusters this run finished (pipeline/journal.py).
+    recovered: int = 0
     failures: list[dict[str, str]] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -311,12 +315,12 @@ def process(
     started = time.monotonic()
     now = now or datetime.now(UTC)
     alias = settings.es_index
-    result = Processed(articles_in=len(articles))
+    result = Processed(articles_in=len(articles), recovered=finish_abandoned(settings, es, now=now))
     # One article per id (two landing batches may hold the same URL): the earliest-listed feed's copy.
     unique: dict[str, Article] = {}
     for a in sorted(articles, key=lambda a: (rank.get(a.id, 1 << 62), a.fetched_at)):
         unique.setdefault(a.id, a)
-    present = index.get_many(es, alias, list(unique), fields=["content_hash"])
+    present = get_many(es, alias, list(unique), fields=["content_hash"])
     outcomes: list[Outcome] = []
     fresh = []
     for a in unique.values():
@@ -330,6 +334,9 @@ def process(
     for article, original in deduped.duplicates:
         outcomes.append(Outcome.of_article(article, updated.get(article.id), "duplicate", f"same text as {original}"))
         _log.info("dedup.exact", feed=article.feed_id, url=article.url, duplicate_of=original)
+    # Filed before the first write and removed after the last: if this process dies in between, the next
+    # cycle finishes these articles' clusters.
+    entry = journal.open_entry(es, alias, [a.id for a in deduped.keep], now=now) if deduped.keep else None
     clustered, written = index_clustered(
         es, alias, deduped.keep, threshold=settings.cluster_threshold, window_days=settings.cluster_window_days
     )
@@ -351,11 +358,45 @@ def process(
         if len(result.failures) < 50:
             result.failures.append({"feed": a.feed_id, "url": a.url, "reason": f"index: {reason}"})
     outcomes.extend(Outcome.of_article(kept[i], updated.get(i), "indexed") for i in written.ok)
-    index.bulk_write(es, _seen_actions(alias, outcomes, attempts or {}, now)).raise_if_transient("seen ledger")
+    bulk_write(es, _seen_actions(alias, outcomes, attempts or {}, now)).raise_if_transient("seen ledger")
+    journal.close_entry(es, alias, entry)
     index.refresh(es, alias)
     result.seconds = round(time.monotonic() - started, 3)
     _log.info("process.summary", **{k: v for k, v in result.to_dict().items() if k != "failures"})
     return result
+
+
+def finish_abandoned(settings: Settings, es: Elasticsearch, *, now: datetime) -> int:
+    """Cluster again the articles of every batch whose writer died between indexing them and updating
+    their clusters (``pipeline/journal.py``), so that cluster ids, heads and sizes converge. Returns how
+    many articles were finished.
+
+    Raises:
+        IndexingError: the index cannot be read or written.
+    """
+    alias = settings.es_index
+    finished = 0
+    for entry in journal.abandoned(es, alias, now=now):
+        mine = journal.take_over(es, alias, entry, now=now)
+        if mine is None:
+            continue  # another process is finishing it
+        # Read back from the index: the article as it was written is the article to cluster again.
+        articles = [Article.from_doc(src) for src in get_many(es, alias, list(mine.ids)).values()]
+        if articles:
+            _, written = index_clustered(
+                es, alias, articles, threshold=settings.cluster_threshold, window_days=settings.cluster_window_days
+            )
+            written.raise_if_transient("finishing an interrupted batch")
+        journal.close_entry(es, alias, mine)
+        _log.warning(
+            "journal.finished",
+            alias=alias,
+            articles=len(articles),
+            listed=len(mine.ids),
+            writer=f"{entry.host} pid {entry.pid} since {entry.started_at}",
+        )
+        finished += len(articles)
+    return finished
 
 
 def run_cycle(
@@ -415,6 +456,7 @@ def merge_processed(summary: RunSummary, done: Processed) -> None:
     summary.tagged = tagged
     summary.indexed += done.indexed
     summary.index_failed += done.index_failed
+    summary.recovered += done.recovered
     summary.failures.extend(done.failures[: max(0, 50 - len(summary.failures))])
 
 

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from elasticsearch import ApiError, Elasticsearch, TransportError
+from elasticsearch import Elasticsearch
 
 from pipeline import index, log
-from pipeline.errors import ConfigError, IndexingError, PipelineError
+from pipeline.errors import ConfigError, PipelineError
+from pipeline.es import translated
 from pipeline.settings import Settings
 
 KIBANA_OBJECTS = index.SCHEMAS / "kibana"
@@ -75,7 +76,7 @@ def install_indices(es: Elasticsearch, alias: str) -> list[str]:
     """
     index.ensure_indices(es, alias)
     names = index.Names(alias)
-    return [names.backing, names.feeds, names.seen, names.alerts]
+    return [names.backing, names.feeds, names.seen, names.alerts, names.lsh, names.journal]
 
 
 def pipeline_role(alias: str) -> dict[str, Any]:
@@ -93,10 +94,8 @@ def pipeline_role(alias: str) -> dict[str, Any]:
 
 
 def _security_call(what: str, call: Callable[[], Any]) -> Any:
-    try:
+    with translated(f"could not {what}"):
         return call()
-    except (ApiError, TransportError) as err:
-        raise IndexingError(f"could not {what}: {err}") from err
 
 
 def set_kibana_system_password(es: Elasticsearch, password: str) -> None:

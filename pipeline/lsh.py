@@ -30,15 +30,14 @@ import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
 
-from elasticsearch import ApiError, Elasticsearch, TransportError
-from elasticsearch import helpers as es_helpers
+from elasticsearch import Elasticsearch
 
 from pipeline import log
 from pipeline.cluster import shingles, sketch
 from pipeline.errors import IndexingError
-from pipeline.index import Names, bulk_write, get_many, scan_articles
+from pipeline.es import bulk_items, bulk_write, get_many
+from pipeline.index import Names, scan_articles
 from pipeline.records import Article
 
 _log = log.get(__name__)
@@ -228,19 +227,30 @@ def file_articles(
                 attempt[slot_id(key, free[key])] = (key, member)
                 free[key] += 1
         pending = []
+        conflicts: list[str] = []
         for doc_id, status, reason in _create(es, index, attempt):
             key, member = attempt[doc_id]
             slot = int(doc_id.rpartition(".")[2])
             if status in (200, 201):
                 slots[(key, member.article_id)] = slot
             elif status == 409:
-                taken[key].append(slot)
-                pending.append((key, member))
+                conflicts.append(doc_id)
             elif status == 429 or status >= 500 or status == 0:
                 raise IndexingError(f"filing near-duplicate keys: slot {doc_id} not written ({reason}); retry later")
             else:
                 failed += 1
                 _log.warning("cluster.file_failed", key=key, article=member.article_id, reason=reason)
+        # A 409 is usually another worker's slot; but a create retried after a dropped connection meets
+        # its own first try, which did land: that slot is ours, not one to skip.
+        holders = get_many(es, index, conflicts, fields=["article_id"]) if conflicts else {}
+        for doc_id in conflicts:
+            key, member = attempt[doc_id]
+            slot = int(doc_id.rpartition(".")[2])
+            if holders.get(doc_id, {}).get("article_id") == member.article_id:
+                slots[(key, member.article_id)] = slot
+            else:
+                taken[key].append(slot)
+                pending.append((key, member))
     return Filed(slots=slots, taken=dict(taken), failed=failed)
 
 
@@ -255,24 +265,7 @@ def _create(es: Elasticsearch, index: str, docs: Mapping[str, tuple[str, Member]
         }
         for doc_id, (_, member) in docs.items()
     )
-    try:
-        for _, item in es_helpers.streaming_bulk(
-            es,
-            actions,
-            chunk_size=2000,
-            max_retries=6,
-            initial_backoff=0.5,
-            max_backoff=30,
-            raise_on_error=False,
-            raise_on_exception=False,
-        ):
-            op: dict[str, Any] = next(iter(item.values()))
-            error = op.get("error")
-            reason = error.get("reason", str(error)) if isinstance(error, dict) else str(error or "")
-            status = op.get("status")
-            yield str(op.get("_id")), status if isinstance(status, int) else 0, reason
-    except (ApiError, TransportError) as err:
-        raise IndexingError(f"filing near-duplicate keys failed: {err}", url=index) from err
+    return bulk_items(es, actions, chunk_size=2000)
 
 
 def read_late(es: Elasticsearch, alias: str, filed: Filed) -> dict[str, list[Member]]:

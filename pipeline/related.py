@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from elasticsearch import ApiError, Elasticsearch, TransportError
+from elasticsearch import Elasticsearch
 
 from pipeline import index
-from pipeline.errors import IndexingError
+from pipeline.es import translated
 from pipeline.normalize import normalize_for_hash
 
 # Sentence ends: Latin and Arabic full stops, question and exclamation marks, semicolons, line breaks.
@@ -80,7 +80,7 @@ def related(es: Elasticsearch, alias: str, article_id: str, *, similar: int = 10
     """
     source = index.get_article(es, alias, article_id, _FIELDS)
     cluster_id = source.get("cluster_id") or article_id
-    try:
+    with translated(f"searching {alias}", url=alias):
         # The headline and the lead say what the story is about; the rest of a body matches too much.
         lead = " ".join(sentences(_without_title(source.get("body", ""), source.get("title", "")))[:2])
         query_text = f"{source.get('title', '')} {lead}"
@@ -103,8 +103,6 @@ def related(es: Elasticsearch, alias: str, article_id: str, *, similar: int = 10
             },
             source_includes=["title", "outlet", "url", "published_at", "cluster_id", "cluster_size"],
         )["hits"]["hits"]
-    except (ApiError, TransportError) as err:
-        raise IndexingError(f"could not read {alias}: {err}", url=alias) from err
     cluster = story_versions(es, alias, cluster_id, this_id=article_id)
     return {
         "article": {"id": article_id, "title": source["title"], "outlet": source["outlet"]},
@@ -125,7 +123,7 @@ def story_versions(
     Raises:
         IndexingError: the index cannot be read.
     """
-    try:
+    with translated(f"reading {alias}", url=alias):
         members = es.search(
             index=alias,
             size=limit,
@@ -133,8 +131,6 @@ def story_versions(
             source_includes=_FIELDS,
             sort=[{"published_at": {"order": "asc"}}],
         )["hits"]["hits"]
-    except (ApiError, TransportError) as err:
-        raise IndexingError(f"could not read {alias}: {err}", url=alias) from err
     members.sort(key=lambda h: (h["_source"]["published_at"], h["_id"]))
     if not members:
         return []

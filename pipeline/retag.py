@@ -11,6 +11,7 @@ from typing import Any
 from elasticsearch import Elasticsearch
 
 from pipeline import index
+from pipeline.es import bulk_write
 from pipeline.topics import Profile, tag_article
 
 
@@ -60,7 +61,7 @@ def retag_all(
                     "doc": {"topics": topics, "topic_matches": matches},
                 }
 
-    result = index.bulk_write(es, updates())
+    result = bulk_write(es, updates())
     summary.failed = len(result.failed)
     summary.changed -= summary.failed
     index.refresh(es, alias)

@@ -49,6 +49,9 @@ class Settings:
     es_index: str = "news-articles"
     # Seconds for one request; the embedded server scans on every search, so large indices need long ones.
     es_timeout: float = 120.0
+    # How long a call waits out an unreachable or overloaded search server (backoff with jitter) before
+    # the error stands: a restart or a brief network cut costs a pause, not a cycle.
+    es_retry_seconds: float = 30.0
     feeds_file: Path = PROJECT_ROOT / "seeds" / "feeds.yaml"
     profiles_dir: Path = PROJECT_ROOT / "seeds" / "profiles"
     languages: tuple[str, ...] = ("ar",)
@@ -139,6 +142,7 @@ class Settings:
             ("READ_TIMEOUT", "read_timeout", _float),
             ("TOTAL_TIMEOUT", "total_timeout", _float),
             ("ES_TIMEOUT", "es_timeout", _float),
+            ("ES_RETRY_SECONDS", "es_retry_seconds", _float),
             ("CLUSTER_THRESHOLD", "cluster_threshold", _float),
             ("CLUSTER_WINDOW_DAYS", "cluster_window_days", _int),
             ("ALERT_LOOKBACK_HOURS", "alert_lookback_hours", _float),
@@ -170,6 +174,8 @@ class Settings:
             raise ConfigError("max_redirects must not be negative")
         if self.alert_max_stories < 1:
             raise ConfigError("ALERT_MAX_STORIES must be at least 1")
+        if self.es_retry_seconds < 0:
+            raise ConfigError("ES_RETRY_SECONDS must not be negative")
         for name in ("alert_lookback_hours", "alert_claim_minutes", "smtp_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name.upper()} must be positive")

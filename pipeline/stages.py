@@ -18,6 +18,7 @@ from elasticsearch import Elasticsearch
 from pipeline import cycle, index, log
 from pipeline.embedded import embedded_elasticsearch
 from pipeline.errors import ConfigError
+from pipeline.es import connect
 from pipeline.feeds import enabled_feeds, load_feeds
 from pipeline.landing import Landing, LandingError, batch_ref
 from pipeline.retag import retag_all
@@ -36,10 +37,10 @@ def open_index(settings: Settings) -> Iterator[Elasticsearch]:
     """The configured cluster, or the embedded server (started and stopped around the block, or shared
     with the process that runs it already)."""
     if settings.es_url:
-        yield index.connect(settings, settings.es_url)
+        yield connect(settings, settings.es_url)
         return
     with embedded_elasticsearch(settings.data_dir) as url:
-        yield index.connect(settings, url)
+        yield connect(settings, url)
 
 
 def plan_feed_batches(settings: Settings) -> list[list[str]]:

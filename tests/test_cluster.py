@@ -151,7 +151,7 @@ def test_clusters_are_the_same_whatever_the_order_of_arrival(es: Elasticsearch, 
         for batch in (order[:cut], order[cut:]):
             run(es, name, batch)
         outcomes.add(tuple(sorted(clusters_of(es, name).items())))
-        for suffix in ("000001", "feeds", "seen", "alerts", "lsh"):
+        for suffix in ("000001", "feeds", "seen", "alerts", "lsh", "journal"):
             es.indices.delete(index=f"{name}-{suffix}", ignore_unavailable=True)
     assert len(outcomes) == 1
     [result] = outcomes

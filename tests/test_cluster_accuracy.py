@@ -112,6 +112,6 @@ def test_clusters_match_the_labels(es: Elasticsearch, alias: str) -> None:
         assert cluster_id == min(members, key=lambda i: times[i])
     # Another arrival order, another batching: the same clusters.
     again = cluster_in_index(es, f"{alias}x", articles, seed=99)
-    for suffix in ("000001", "feeds", "seen", "alerts", "lsh"):
+    for suffix in ("000001", "feeds", "seen", "alerts", "lsh", "journal"):
         es.indices.delete(index=f"{alias}x-{suffix}", ignore_unavailable=True)
     assert again == predicted

@@ -24,6 +24,7 @@ from pipeline import index, lsh
 from pipeline.cluster import merge, shingles, similarity, sketch
 from pipeline.clustering import index_clustered
 from pipeline.embedded import start_server, stop_group
+from pipeline.es import bulk_write, get_many
 from pipeline.records import Article
 
 # A copy of WIRE as another outlet runs it: first paragraph reworded, the rest as sent.
@@ -42,14 +43,14 @@ def filed_slots(es: Elasticsearch, alias: str, articles: Sequence[Article]) -> d
     """Key → the article ids in its bucket, for every key the articles are filed under."""
     keys = {
         k
-        for src in index.get_many(es, alias, [a.id for a in articles], fields=["lsh_bands"]).values()
+        for src in get_many(es, alias, [a.id for a in articles], fields=["lsh_bands"]).values()
         for k in src["lsh_bands"]
     }
     return {k: [m.article_id for m in b.members] for k, b in lsh.read_buckets(es, alias, keys).items()}
 
 
 def assert_every_article_filed_once(es: Elasticsearch, alias: str, articles: Sequence[Article]) -> None:
-    docs = index.get_many(es, alias, [a.id for a in articles], fields=["lsh_bands"])
+    docs = get_many(es, alias, [a.id for a in articles], fields=["lsh_bands"])
     buckets = filed_slots(es, alias, articles)
     for a in articles:
         assert len(docs[a.id]["lsh_bands"]) == lsh.FILED_KEYS
@@ -185,7 +186,7 @@ def test_copies_further_apart_than_the_window_stay_apart(es: Elasticsearch, alia
         run(es, other, [late], window_days=40)
         assert clusters_of(es, other)[late.id] == (wire.id, wire.id, 2)
     finally:
-        for suffix in ("000001", "feeds", "seen", "alerts", "lsh"):
+        for suffix in ("000001", "feeds", "seen", "alerts", "lsh", "journal"):
             es.indices.delete(index=f"{other}-{suffix}", ignore_unavailable=True)
 
 
@@ -237,7 +238,7 @@ def test_a_full_bucket_is_read_no_further_than_its_last_slot(es: Elasticsearch, 
     members = [lsh.Member(f"a{n:03d}", 1_760_000_000 + n) for n in range(lsh.CAP + 3)]
     empty = {"k1": lsh.Bucket()}
     # Workers filing at once can overfill a bucket; write the slots as they would.
-    index.bulk_write(
+    bulk_write(
         es,
         (
             {

@@ -25,6 +25,7 @@ from pipeline.compare_terms import (
     distinctive_terms,
     log_odds,
 )
+from pipeline.es import bulk_write
 from pipeline.normalize import normalize_for_hash, normalize_text, word_count
 from pipeline.records import Article
 
@@ -75,7 +76,7 @@ def write(es: Elasticsearch, alias: str, articles: list[Article]) -> None:
     index.ensure_indices(es, alias)
     shuffled = list(articles)
     random.Random(9).shuffle(shuffled)  # arrival order must not matter
-    result = index.bulk_write(es, index.article_actions(alias, shuffled))
+    result = bulk_write(es, index.article_actions(alias, shuffled))
     assert not result.failed
     index.refresh(es, alias)
 

@@ -36,6 +36,7 @@ from typer.testing import CliRunner
 
 from pipeline import cli, deploy, index, log
 from pipeline.errors import IndexingError
+from pipeline.es import connect
 from pipeline.settings import PROJECT_ROOT, Settings
 
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
@@ -987,7 +988,7 @@ def test_a_secured_cluster_gets_the_kibana_password_a_least_privilege_user_and_a
 ) -> None:
     url, calls = secured_es
     settings = Settings(es_url=url, es_user="elastic", es_password="pw", es_index="news-articles")
-    es = index.connect(settings, url)
+    es = connect(settings, url)
     deploy.set_kibana_system_password(es, "kpw")
     deploy.ensure_pipeline_user(es, "news-articles", user="news_pipeline", password="ppw")
     key = deploy.create_api_key(es, "news-articles", name="news-articles-pipeline-1")

@@ -14,6 +14,7 @@ from proxy import FaultProxy, answer
 
 from pipeline import index
 from pipeline.errors import IndexingError
+from pipeline.es import bulk_write, connect
 from pipeline.records import Article
 from pipeline.settings import Settings
 
@@ -62,7 +63,7 @@ def test_bulk_reports_a_bad_document_and_keeps_the_rest(es: Elasticsearch, alias
     good = [make_article(n) for n in range(5)]
     actions = list(index.article_actions(alias, good))
     actions.insert(2, {"_op_type": "index", "_index": alias, "_id": "bad", "_source": {"not_a_field": 1}})
-    result = index.bulk_write(es, actions)
+    result = bulk_write(es, actions)
     es.indices.refresh(index=alias)
     assert sorted(result.ok) == sorted(a.id for a in good)
     assert [doc_id for doc_id, _ in result.failed] == ["bad"]
@@ -72,8 +73,8 @@ def test_bulk_reports_a_bad_document_and_keeps_the_rest(es: Elasticsearch, alias
 def test_rewriting_the_same_articles_does_not_duplicate_them(es: Elasticsearch, alias: str) -> None:
     index.ensure_indices(es, alias)
     articles = [make_article(n) for n in range(3)]
-    index.bulk_write(es, index.article_actions(alias, articles))
-    index.bulk_write(es, index.article_actions(alias, articles))
+    bulk_write(es, index.article_actions(alias, articles))
+    bulk_write(es, index.article_actions(alias, articles))
     es.indices.refresh(index=alias)
     assert es.count(index=alias)["count"] == 3
 
@@ -110,9 +111,9 @@ def busy_proxy(es_url: str) -> Iterator[_Busy429Proxy]:
 
 def test_bulk_retries_429_and_indexes_everything_once(busy_proxy: _Busy429Proxy, es: Elasticsearch, alias: str) -> None:
     index.ensure_indices(es, alias)
-    client = index.connect(Settings(), busy_proxy.url)
+    client = connect(Settings(), busy_proxy.url)
     articles = [make_article(n) for n in range(20)]
-    result = index.bulk_write(client, index.article_actions(alias, articles))
+    result = bulk_write(client, index.article_actions(alias, articles))
     es.indices.refresh(index=alias)
     assert len(result.ok) == 20 and not result.failed
     assert busy_proxy.bulk_calls >= 3  # two refusals, then the batch went through
@@ -121,12 +122,12 @@ def test_bulk_retries_429_and_indexes_everything_once(busy_proxy: _Busy429Proxy,
 
 def test_unreachable_cluster_is_an_indexing_error() -> None:
     with pytest.raises(IndexingError, match="does not answer"):
-        index.connect(Settings(), "http://127.0.0.1:9")
+        connect(Settings(), "http://127.0.0.1:9")
 
 
 def test_search_finds_arabic_forms_and_highlights(es: Elasticsearch, alias: str) -> None:
     index.ensure_indices(es, alias)
-    index.bulk_write(es, index.article_actions(alias, [make_article(1), make_article(2, outlet="بوابة النيل")]))
+    bulk_write(es, index.article_actions(alias, [make_article(1), make_article(2, outlet="بوابة النيل")]))
     es.indices.refresh(index=alias)
     resp = index.search_articles(es, alias, "الغارة الروسية", size=5)
     assert resp["hits"]["total"]["value"] == 2
@@ -148,7 +149,7 @@ def test_search_finds_arabic_forms_and_highlights(es: Elasticsearch, alias: str)
 def test_credentials_reach_the_cluster(es_url: str, settings_kw: dict[str, str], expected: str) -> None:
     proxy = _Busy429Proxy(es_url, busy=0)
     try:
-        client = index.connect(Settings(**settings_kw), proxy.url)  # type: ignore[arg-type]
+        client = connect(Settings(**settings_kw), proxy.url)  # type: ignore[arg-type]
         client.count(index="*")
         assert proxy.authorization and set(proxy.authorization) == {expected}
     finally:
