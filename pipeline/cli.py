@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,8 +20,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pipeline import cycle, index, log
+from pipeline.embedded import stop_recorded, usable_dir
 from pipeline.errors import ConfigError, IndexingError, PipelineError
 from pipeline.feeds import enabled_feeds, load_feeds
+from pipeline.locks import held
 from pipeline.records import FeedConfig
 from pipeline.related import related
 from pipeline.retag import retag_all
@@ -33,6 +36,7 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 SEED_QUERY = "سليماني موسكو روسيا إيران الأسد"
+DEMO_TIMEOUTS: dict[str, float] = {"connect_timeout": 2.0, "read_timeout": 2.0, "total_timeout": 15.0}
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 EsUrlOpt = Annotated[str | None, typer.Option("--es-url", help="Elasticsearch URL [env ES_URL]; default: embedded.")]
@@ -196,13 +200,24 @@ def demo(
     """Run a full cycle over a bundled sample of Arabic feeds served on loopback, then search it.
 
     Uses its own embedded index under DATA_DIR/demo (made afresh each time), never ES_URL."""
+    log.configure(json=as_json or None)
+    with ExitStack() as stack:
+        try:
+            base = _settings(data_dir=data_dir)
+            # One demo at a time per DATA_DIR: each starts afresh and would delete the other's files.
+            stack.enter_context(held(usable_dir(base.data_dir) / "demo.lock", what="the demo cannot start"))
+        except PipelineError as e:
+            _fail(str(e))
+        _demo(base, base.data_dir / "demo", as_json=as_json)
+
+
+def _demo(base: Settings, demo_dir: Path, *, as_json: bool) -> None:
     from pipeline.demo.server import SiteServer
     from pipeline.demo.site import build_site, demo_feeds
 
-    log.configure(json=as_json or None)
     try:
-        base = _settings(data_dir=data_dir)
-        demo_dir = base.data_dir / "demo"
+        # A server left running by a demo that was killed must not outlive the files it serves.
+        stop_recorded(demo_dir / "es" / "data")
         shutil.rmtree(demo_dir, ignore_errors=True)
         # Alerts go to .eml files in DATA_DIR/demo/outbox (never to a real mail server from the demo).
         settings = base.with_(
@@ -213,6 +228,8 @@ def demo(
             smtp_url=None,
             alert_to=base.alert_to or ("analyst@example.org",),
             alert_from=base.alert_from or "news-pipeline@localhost",
+            # The sample site is local and fast; its hanging feed should cost the demo seconds, not a minute.
+            **DEMO_TIMEOUTS,
         )
         with SiteServer() as site:
             site.resources = dict(build_site(site.base_url))
@@ -566,5 +583,39 @@ app.add_typer(cli_compare.app, name="compare")
 app.add_typer(cli_setup.app, name="setup")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a service manager, Airflow, ``kill``): stopped like Ctrl-C, with its own exit code."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated(f"signal {signum}")
+
+
 def main() -> None:
-    app()
+    """``python -m pipeline``: the commands, and the one place where anything they let escape becomes a
+    one-line reason and an exit code — never a traceback. Ctrl-C and SIGTERM stop a command cleanly
+    (workers and the embedded server with it) and exit 130 and 143."""
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        # Not standalone: click would turn Ctrl-C into "Aborted!" and let everything else out as a traceback.
+        # It hands back the code of a typer.Exit instead of raising it.
+        code = app(standalone_mode=False)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except typer.TyperException as usage:  # a usage error: what click prints, exit 2
+        usage.show()  # type: ignore[attr-defined]
+        sys.exit(getattr(usage, "exit_code", 2))
+    except (KeyboardInterrupt, typer.Abort) as stop:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not interrupt the goodbye
+        what = "terminated" if isinstance(stop, Terminated) else "interrupted"
+        err.print(f"[yellow]{what}:[/yellow] stopped; what this run had not finished is taken up by the next one")
+        sys.exit(143 if isinstance(stop, Terminated) else 130)
+    except PipelineError as e:
+        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
+        sys.exit(1)
+    except OSError as e:
+        # Disk full, a directory that is a file, no permission: say what and where, in one line.
+        where = f" ({e.filename})" if e.filename else ""
+        err.print(f"[red]error:[/red] {e.strerror or type(e).__name__}{where}", highlight=False)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -61,6 +61,8 @@ def airflow_env(settings: Settings, *, home: Path, port: int, es_url: str, feeds
         "FEEDS_FILE": str(feeds_file),
         "PROFILES_DIR": str(settings.profiles_dir),
         "DATA_DIR": str(settings.data_dir.resolve()),
+        "CONNECT_TIMEOUT": str(settings.connect_timeout),
+        "READ_TIMEOUT": str(settings.read_timeout),
         "NEWS_FETCH_POOL": "news_fetch",
     }
     if settings.allow_private_hosts:
@@ -100,7 +102,8 @@ def standalone(settings: Settings, *, demo: bool, port: int = 0) -> Iterator[Sta
             feeds_file.write_text(
                 yaml.safe_dump({"feeds": demo_feeds(site.base_url)}, allow_unicode=True), encoding="utf-8"
             )
-            settings = settings.with_(allow_private_hosts=True)
+            # The sample site is local: its hanging feed should hold a polling task seconds, not a minute.
+            settings = settings.with_(allow_private_hosts=True, connect_timeout=2.0, read_timeout=2.0)
         es_url = settings.es_url or stack.enter_context(embedded_elasticsearch(settings.data_dir))
         env = airflow_env(settings, home=home, port=port, es_url=es_url, feeds_file=feeds_file)
         _airflow("db", "migrate", env=env)
