@@ -105,16 +105,24 @@ def detach_main_module() -> None:
     main.__dict__.pop("__file__", None)
 
 
+def _field(entry: Any, key: str) -> str:
+    # Failures are {feed, url, reason} mappings; a bare string (an id) is shown as it is, never crashes
+    # the task that only wanted to log it.
+    return str(entry.get(key) or "") if isinstance(entry, dict) else (str(entry) if key in ("feed", "batch") else "")
+
+
 def log_counts(what: str, counts: dict[str, Any]) -> None:
     """One readable line per count in the task log, then the failures by name."""
     shown = {k: v for k, v in counts.items() if not isinstance(v, list | dict) or k in ("tagged", "skipped_language")}
     log.info("%s: %s", what, ", ".join(f"{k}={v}" for k, v in shown.items()))
     for failure in counts.get("failed_feeds") or []:
-        log.warning("feed failed: %s (%s): %s", failure.get("feed"), failure.get("url"), failure.get("reason"))
+        log.warning(
+            "feed failed: %s (%s): %s", _field(failure, "feed"), _field(failure, "url"), _field(failure, "reason")
+        )
     for bad in counts.get("unreadable") or []:
-        log.error("landing batch unreadable, left pending: %s: %s", bad.get("batch"), bad.get("reason"))
+        log.error("landing batch unreadable, left pending: %s: %s", _field(bad, "batch"), _field(bad, "reason"))
     for failure in counts.get("failures") or []:
-        log.warning("failed: %s %s: %s", failure.get("feed", ""), failure.get("url", ""), failure.get("reason"))
+        log.warning("failed: %s %s: %s", _field(failure, "feed"), _field(failure, "url"), _field(failure, "reason"))
 
 
 def add_counts(total: dict[str, int], counts: dict[str, Any], keys: tuple[str, ...]) -> None:

@@ -75,7 +75,8 @@ def news_poll() -> None:
         for r in results:
             add_counts(total, r, POLL_KEYS)
         batches = [r["batch"] for r in results if r.get("batch")]
-        total["failed_feeds"] = [f["feed"] for r in results for f in r.get("failed_feeds") or []]
+        # The failures themselves (feed, url, reason), not only their ids: the log names each one.
+        total["failed_feeds"] = [f for r in results for f in r.get("failed_feeds") or []]
         total["batches"] = batches
         log_counts("cycle", total)
         get_current_context()["outlet_events"][LANDED].extra = {

@@ -20,7 +20,7 @@ from proxy import FaultProxy, drop
 from smtp_server import RecordingSmtp
 
 from pipeline.demo.server import SiteServer
-from pipeline.demo.site import demo_feeds, expectations
+from pipeline.demo.site import FAILING_FEEDS, demo_feeds, expectations
 from pipeline.landing import Landing
 from pipeline.settings import PROJECT_ROOT
 from pipeline.urls import canonical_url
@@ -77,6 +77,9 @@ def airflow(airflow_home: Path, tmp_path: Path, es_url: str, alias: str) -> Iter
             "ALERT_TO": "analyst@example.org",
             "NEWS_RETRY_DELAY_SECONDS": "1",
             "NEWS_TASK_RETRIES": "2",
+            # The site's hanging feed should cost a polling task seconds, not the production read timeout.
+            "CONNECT_TIMEOUT": "2",
+            "READ_TIMEOUT": "2",
             **env,
         }
         environ.pop("SMTP_URL", None)
@@ -152,8 +155,12 @@ def test_poll_process_alert_index_the_expected_articles_and_send_one_digest(
         assert set(docs) == wanted
         poll, process, alerts = first["news_poll"], first["news_process"], first["news_alerts"]
         assert poll["state"] == process["state"] == alerts["state"] == "success"
-        # What the operator sees as return values: the counts of the cycle.
-        assert poll["returns"]["publish"]["feeds_failed"] == 0 and poll["returns"]["publish"]["batches"]
+        # What the operator sees as return values: the counts of the cycle. The sample's failing feeds
+        # (refused, DNS, 500, timeout, malformed redirect) fail the feeds, never the poll or the cycle.
+        publish = poll["returns"]["publish"]
+        assert publish["feeds_failed"] == len(FAILING_FEEDS) and publish["batches"]
+        assert {f["feed"] for f in publish["failed_feeds"]} == {feed_id for feed_id, *_ in FAILING_FEEDS}
+        assert poll["tasks"]["publish"]["tries"] == 1
         assert process["returns"]["publish"]["indexed"] == len(wanted)
         assert process["returns"]["publish"]["tagged"]["iran-russia-assad"] > 0
         assert alerts["returns"]["alert"]["digests_sent"] == 1 and smtp.count() == 1
@@ -199,16 +206,18 @@ def test_processing_task_that_fails_halfway_is_retried_and_indexes_every_article
 ) -> None:
     polled = airflow(demo_site, "news_poll")["news_poll"]
     assert polled["state"] == "success" and polled["returns"]["publish"]["articles_landed"] > 0
-    # The articles are written; the seen-ledger write is dropped for as long as the client retries
-    # (4 attempts), so the task fails halfway; Airflow retries it.
-    proxy, dropped = _flaky_bulk_proxy(es_url, target=f"{alias}-seen", count=4)
+    # The articles are written; the seen-ledger write is dropped, and the client does not wait it out
+    # (ES_RETRY_SECONDS=0), so the task fails halfway; Airflow retries it.
+    proxy, dropped = _flaky_bulk_proxy(es_url, target=f"{alias}-seen", count=1)
     try:
         # The search server comes from the Airflow connection news_es, which overrides ES_URL (dead here).
-        run = airflow(demo_site, "news_process", es="http://127.0.0.1:9", AIRFLOW_CONN_NEWS_ES=proxy.url)
+        run = airflow(
+            demo_site, "news_process", es="http://127.0.0.1:9", AIRFLOW_CONN_NEWS_ES=proxy.url, ES_RETRY_SECONDS="0"
+        )
         run = run["news_process"]
     finally:
         proxy.close()
-    assert dropped["n"] == 4
+    assert dropped["n"] == 1
     assert run["state"] == "success"
     assert run["tasks"]["process[0]"]["tries"] == 2
     assert run["returns"]["process[0]"]["unchanged"] > 0, run  # the first try's articles, left as they were

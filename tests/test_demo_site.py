@@ -16,7 +16,17 @@ import pytest
 import trafilatura
 
 from pipeline.demo import site
-from pipeline.demo.site import OUTCOMES, Expected, Resource, bench_site, build_site, demo_feeds, expectations
+from pipeline.demo.site import (
+    FAILING_FEEDS,
+    MALFORMED_LOCATION,
+    OUTCOMES,
+    Expected,
+    Resource,
+    bench_site,
+    build_site,
+    demo_feeds,
+    expectations,
+)
 
 BASE = "http://127.0.0.1:8123"
 ZWNJ = "\u200c"
@@ -78,7 +88,7 @@ def canonical(link: str) -> str:
 
 
 def test_demo_feeds_shape():
-    feeds = demo_feeds(BASE)
+    feeds = demo_feeds(BASE, failing=False)
     assert len(feeds) >= 6
     assert len({f["id"] for f in feeds}) == len(feeds)
     assert len({f["outlet"] for f in feeds}) >= 6
@@ -92,7 +102,7 @@ def test_every_feed_parses_with_expected_entries_and_titles(resources, expected)
     by_feed = defaultdict(list)
     for item in expected:
         by_feed[item.feed_id].append(item)
-    for feed in demo_feeds(BASE):
+    for feed in demo_feeds(BASE, failing=False):
         resource = feed_resource(resources, feed)
         assert resource.status == 200
         parsed = parse_feed(resource)
@@ -110,7 +120,7 @@ def test_every_feed_parses_with_expected_entries_and_titles(resources, expected)
 
 def test_feed_formats_and_encodings_cover_the_required_cases(resources):
     kinds = Counter()
-    for feed in demo_feeds(BASE):
+    for feed in demo_feeds(BASE, failing=False):
         resource = feed_resource(resources, feed)
         head = resource.body[:200].decode("ascii", "replace")
         content_type = resource.headers["Content-Type"].lower()
@@ -136,7 +146,9 @@ def test_feed_formats_and_encodings_cover_the_required_cases(resources):
 
 def test_mislabelled_feed_is_really_windows_1256(resources, expected):
     feed = next(
-        f for f in demo_feeds(BASE) if "iso-8859-1" in feed_resource(resources, f).headers["Content-Type"].lower()
+        f
+        for f in demo_feeds(BASE, failing=False)
+        if "iso-8859-1" in feed_resource(resources, f).headers["Content-Type"].lower()
     )
     resource = feed_resource(resources, feed)
     text = resource.body.decode("cp1256")
@@ -154,7 +166,7 @@ def test_rss_dates_use_offsets_and_match_expectations(resources, expected):
     by_feed = defaultdict(list)
     for item in expected:
         by_feed[item.feed_id].append(item)
-    for feed in demo_feeds(BASE):
+    for feed in demo_feeds(BASE, failing=False):
         parsed = parse_feed(feed_resource(resources, feed))
         for entry, item in zip(parsed.entries, by_feed[feed["id"]], strict=True):
             if not entry.get("published_parsed"):
@@ -169,7 +181,7 @@ def test_rss_dates_use_offsets_and_match_expectations(resources, expected):
 
 def test_authors_in_feeds_and_pages(resources):
     feed_authors = 0
-    for feed in demo_feeds(BASE):
+    for feed in demo_feeds(BASE, failing=False):
         feed_authors += sum(1 for e in parse_feed(feed_resource(resources, feed)).entries if e.get("author"))
     page_authors = sum(1 for r in resources.values() if b'name="author"' in r.body or b'"author"' in r.body)
     assert feed_authors >= 5
@@ -227,7 +239,7 @@ def test_feed_fallback_page_is_an_empty_javascript_shell(resources, expected):
         assert '<div id="root"></div>' in text and "<script" in text
         assert item.body_marker not in text
         assert len(extract(text)) < 200
-        feed = next(f for f in demo_feeds(BASE) if f["id"] == item.feed_id)
+        feed = next(f for f in demo_feeds(BASE, failing=False) if f["id"] == item.feed_id)
         entry = next(e for e in parse_feed(feed_resource(resources, feed)).entries if e.title == item.title)
         content = " ".join(c.value for c in entry.content)
         assert item.body_marker in content
@@ -239,7 +251,7 @@ def test_fetch_failed_item_is_a_404_with_a_one_line_summary(resources, expected)
     assert failed
     for item in failed:
         assert resources[request_path(item.path)].status == 404
-        feed = next(f for f in demo_feeds(BASE) if f["id"] == item.feed_id)
+        feed = next(f for f in demo_feeds(BASE, failing=False) if f["id"] == item.feed_id)
         entry = next(e for e in parse_feed(feed_resource(resources, feed)).entries if item.path in e.link)
         assert "content" not in entry
         summary = entry.summary
@@ -268,7 +280,8 @@ def test_same_article_links_differ_only_by_tracking_fragment_or_host_case(expect
     assert len(same) >= 2
     upper_case_host = build_site("http://News.Demo.Localhost:8123")
     feeds_text = b"".join(
-        upper_case_host[request_path(f["url"])].body for f in demo_feeds("http://News.Demo.Localhost:8123")
+        upper_case_host[request_path(f["url"])].body
+        for f in demo_feeds("http://News.Demo.Localhost:8123", failing=False)
     )
     assert b"NEWS.DEMO.LOCALHOST" in feeds_text
     kinds = set()
@@ -292,10 +305,24 @@ def test_every_link_resolves(resources, expected):
             assert resource.status == 404
         else:
             assert resource.status in (200, 301), item.path
-    redirects = [r for r in resources.values() if r.status == 301]
+    # Every redirect of an article leads to a page; the one failing feed's redirect leads nowhere valid.
+    redirects = [r for r in resources.values() if r.status == 301 and r.headers["Location"] != MALFORMED_LOCATION]
     assert redirects
     for resource in redirects:
         assert resources[request_path(resource.headers["Location"])].status == 200
+
+
+def test_the_failing_feeds_fail_each_in_its_own_way(resources):
+    failing = {f["id"]: f["url"] for f in demo_feeds(BASE)}.items() - {
+        f["id"]: f["url"] for f in demo_feeds(BASE, failing=False)
+    }.items()
+    assert {feed_id for feed_id, _ in failing} == {feed_id for feed_id, *_ in FAILING_FEEDS}
+    urls = dict(failing)
+    assert urls["almadar-breaking"].startswith("http://127.0.0.1:9/")  # nothing listens on the discard port
+    assert len(urlsplit(urls["alsham-opinion"]).hostname or "") > 253  # no resolver answers such a name
+    assert resources[request_path(urls["alnil-sports"])].status == 500
+    assert request_path(urls["alwaha-economy"]).startswith("/stall/")  # the site server never answers these
+    assert resources[request_path(urls["almanara-culture"])].headers["Location"] == MALFORMED_LOCATION
 
 
 def test_windows_1256_pages(resources):
@@ -310,7 +337,7 @@ def test_windows_1256_pages(resources):
 
 def test_dates_from_the_page_only_and_from_nowhere(resources, expected):
     parsed_entries = {}
-    for feed in demo_feeds(BASE):
+    for feed in demo_feeds(BASE, failing=False):
         for entry in parse_feed(feed_resource(resources, feed)).entries:
             parts = urlsplit(entry.link)
             written = urlunsplit(("", "", parts.path, parts.query, parts.fragment))

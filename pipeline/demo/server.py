@@ -45,6 +45,8 @@ class SiteServer:
         self.handlers: dict[str, Handler] = {}
         self.requests: Counter[str] = Counter()
         self.conditional_hits: Counter[str] = Counter()  # 304s served
+        # Requests under /stall/ get no answer until the server stops (a server that hangs: read timeout).
+        self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._gzip_cache: dict[tuple[str, bytes], bytes] = {}
         site = self
@@ -74,6 +76,7 @@ class SiteServer:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -105,6 +108,10 @@ class SiteServer:
         handler = self.handlers.get(path.split("?")[0]) or self.handlers.get(path)
         if handler is not None:
             handler(req)
+            return
+        if path.startswith("/stall/"):
+            self._stopping.wait(timeout=120)
+            req.close_connection = True
             return
         res = self.resources.get(path)
         if res is None:

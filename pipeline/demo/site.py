@@ -605,14 +605,37 @@ def build_site(base_url: str) -> dict[str, Resource]:
     for feed in corpus.feeds:
         items = [i for i in corpus.items if i.feed_id == feed["id"]]
         site[feed["path"]] = _render_feed(feed, corpus.outlets[feed["outlet"]], items, base_url)
+    site["/alnil/rss/sports.xml"] = Resource(
+        500,
+        {"Content-Type": "text/html; charset=utf-8"},
+        b"<html><body><h1>500 Internal Server Error</h1></body></html>",
+    )
+    site["/almanara/feed/culture.xml"] = _redirect(MALFORMED_LOCATION)  # /stall/… is the server's own
     return site
 
 
-def demo_feeds(base_url: str) -> list[dict[str, Any]]:
-    """The feed list as mappings {id, url, outlet, language} (same shape as seeds/feeds.yaml entries)."""
+# A host name that no resolver can answer, and that fails on this machine without a query leaving it:
+# longer than DNS allows (253 characters), in labels that each look fine.
+UNRESOLVABLE_HOST = ".".join(["this-outlet-domain-does-not-exist-anywhere-on-the-internet"] * 5) + ".invalid"
+# Feeds that fail, as some always do in production. The demo and every end-to-end test run with them:
+# (id, outlet, url path or absolute URL, what goes wrong).
+FAILING_FEEDS: tuple[tuple[str, str, str, str], ...] = (
+    ("almadar-breaking", "almadar", "http://127.0.0.1:9/almadar/rss/breaking.xml", "connection refused"),
+    ("alsham-opinion", "alsham", f"http://{UNRESOLVABLE_HOST}/rss/opinion.xml", "host name does not resolve"),
+    ("alnil-sports", "alnil", "/alnil/rss/sports.xml", "HTTP 500"),
+    ("alwaha-economy", "alwaha", "/stall/alwaha/rss/economy.xml", "answers nothing: read timeout"),
+    ("almanara-culture", "almanara", "/almanara/feed/culture.xml", "redirects to a malformed URL"),
+)
+# The Location header of that last feed: an IPv6 literal that never closes its bracket.
+MALFORMED_LOCATION = "http://[almanara.example/feed/culture"
+
+
+def demo_feeds(base_url: str, *, failing: bool = True) -> list[dict[str, Any]]:
+    """The feed list as mappings {id, url, outlet, language} (same shape as seeds/feeds.yaml entries): the
+    sample outlets' feeds and, unless ``failing`` is False, the ``FAILING_FEEDS``."""
     base_url = base_url.rstrip("/")
     corpus = _corpus()
-    return [
+    feeds = [
         {
             "id": feed["id"],
             "url": base_url + feed["path"],
@@ -621,6 +644,17 @@ def demo_feeds(base_url: str) -> list[dict[str, Any]]:
         }
         for feed in corpus.feeds
     ]
+    if failing:
+        feeds += [
+            {
+                "id": feed_id,
+                "url": where if where.startswith("http") else base_url + where,
+                "outlet": corpus.outlets[outlet]["name_ar"],
+                "language": "ar",
+            }
+            for feed_id, outlet, where, _ in FAILING_FEEDS
+        ]
+    return feeds
 
 
 def _expected_date(item: _Item) -> str | None:
