@@ -542,8 +542,18 @@ def _health(state: Any) -> str:
     return "moved" if state.moved_to else "ok"
 
 
-def _interrupt(*_: object) -> None:
-    raise KeyboardInterrupt
+class Stopped(BaseException):
+    """Ctrl-C or SIGTERM. It unwinds like KeyboardInterrupt — every ``finally`` runs: workers stopped,
+    the embedded server left or stopped — but is not one: typer turns KeyboardInterrupt into a bare exit
+    130 before ``main`` could say what happened, and would do so for SIGTERM too."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"signal {signum}")
+        self.signum = signum
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise Stopped(signum)
 
 
 @app.command("standalone")
@@ -553,7 +563,6 @@ def standalone_cmd(
     data_dir: DataOpt = None,
 ) -> None:
     """Run Airflow (standalone) with this project's DAGs and the embedded search server, until Ctrl-C."""
-    import signal
     import time
 
     from pipeline.standalone import standalone
@@ -565,12 +574,11 @@ def standalone_cmd(
             out.print(f"Airflow UI: [bold]{running.ui_url}[/bold] (no login on loopback)")
             out.print(f"search server: {running.es_url}   feeds: {running.feeds_file}")
             out.print(f"logs: {running.airflow_home / 'standalone.log'} — Ctrl-C stops everything")
-            signal.signal(signal.SIGTERM, _interrupt)
             while running.process.poll() is None:
                 time.sleep(1)
             _fail(f"airflow standalone exited with code {running.process.returncode}: see the log")
-    except KeyboardInterrupt:
-        err.print("stopping…")
+    except (Stopped, KeyboardInterrupt):
+        err.print("stopping…")  # how standalone is meant to end: everything above has stopped
     except PipelineError as e:
         _fail(str(e))
 
@@ -583,19 +591,13 @@ app.add_typer(cli_compare.app, name="compare")
 app.add_typer(cli_setup.app, name="setup")
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a service manager, Airflow, ``kill``): stopped like Ctrl-C, with its own exit code."""
-
-
-def _terminate(signum: int, frame: object) -> None:
-    raise Terminated(f"signal {signum}")
-
-
 def main() -> None:
     """``python -m pipeline``: the commands, and the one place where anything they let escape becomes a
     one-line reason and an exit code — never a traceback. Ctrl-C and SIGTERM stop a command cleanly
     (workers and the embedded server with it) and exit 130 and 143."""
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, _stop)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when started ignoring it (nohup, &)
+        signal.signal(signal.SIGINT, _stop)
     try:
         # Not standalone: click would turn Ctrl-C into "Aborted!" and let everything else out as a traceback.
         # It hands back the code of a typer.Exit instead of raising it.
@@ -605,11 +607,13 @@ def main() -> None:
     except typer.TyperException as usage:  # a usage error: what click prints, exit 2
         usage.show()  # type: ignore[attr-defined]
         sys.exit(getattr(usage, "exit_code", 2))
-    except (KeyboardInterrupt, typer.Abort) as stop:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not interrupt the goodbye
-        what = "terminated" if isinstance(stop, Terminated) else "interrupted"
+    except (Stopped, KeyboardInterrupt) as stop:
+        signum = stop.signum if isinstance(stop, Stopped) else signal.SIGINT
+        for each in (signal.SIGINT, signal.SIGTERM):  # a second signal must not interrupt the goodbye
+            signal.signal(each, signal.SIG_IGN)
+        what = "terminated" if signum == signal.SIGTERM else "interrupted"
         err.print(f"[yellow]{what}:[/yellow] stopped; what this run had not finished is taken up by the next one")
-        sys.exit(143 if isinstance(stop, Terminated) else 130)
+        sys.exit(128 + signum)
     except PipelineError as e:
         err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
         sys.exit(1)

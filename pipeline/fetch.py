@@ -267,9 +267,10 @@ class Fetcher:
         self, url: str, headers: dict[str, str], *, feed_id: str
     ) -> tuple[int, str | None, dict[str, str], bytes]:
         limit = self.settings.max_bytes
-        deadline = time.monotonic() + self.settings.total_timeout
         try:
             with self._host_slot(url), self._client.stream("GET", url, headers=headers) as resp:
+                # From the request on: time spent waiting for a slot on a slow host is not the page's fault.
+                deadline = time.monotonic() + self.settings.total_timeout
                 resp_headers = {k.lower(): v for k, v in resp.headers.items()}
                 status = resp.status_code
                 if status in REDIRECTS or status == 304 or status >= 400:

@@ -182,7 +182,13 @@ def stream(
 
     def extract(batch: list[tuple[PageJob, str]], *, solo: bool) -> None:
         executor = workers.get(max(admitted, 2 * workers.count) if pending["poll"] else admitted)
-        future = executor.submit(process_pages, [job for job, _ in batch], *options)
+        try:
+            future = executor.submit(process_pages, [job for job, _ in batch], *options)
+        except BrokenProcessPool:
+            # A process died while the pool was idle: the pool says so at the next submit. A new one.
+            workers.replace_broken()
+            executor = workers.get(admitted)
+            future = executor.submit(process_pages, [job for job, _ in batch], *options)
         track("extract", future, (batch, solo, executor))
 
     threads = ThreadPoolExecutor(settings.fetch_workers, thread_name_prefix="fetch")
