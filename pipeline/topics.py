@@ -22,7 +22,6 @@ from __future__ import annotations
 import functools
 import json
 import threading
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,25 +203,15 @@ def _match(profile: Profile, compiled: _Compiled, evaluation: _Evaluation) -> Ma
 
 
 def _evidence_terms(compiled: RuleMatcher, evaluation: RuleEvaluation) -> list[int]:
-    """The matched terms that earned the score: those in the windows of the rules that added to it
-    (the rule that added most first), then the other matched terms that are not context."""
-    order: dict[int, None] = {}
-    ranked = sorted(
-        (result for result in evaluation.rules if result.contribution > 0),
-        key=lambda result: -result.contribution,
-    )
-    for result in ranked:
-        used = Counter(term for window in (*result.title, *result.body) for term in window.terms)
-        for term, _ in used.most_common():
-            order.setdefault(term, None)
-    rest = sorted(
-        (index for index in evaluation.occurrences if index not in order),
-        key=lambda index: (-sum(evaluation.occurrences[index]), index),
-    )
-    for index in rest:
-        if compiled.groups[compiled.term_group[index]].role != "context":
-            order.setdefault(index, None)
-    return list(order)
+    """The matched terms that earned the score: every matched term outside the context groups, in
+    the profile's order (actors, beneficiary, theatre, relations, as the groups are listed). Not by
+    the windows they filled: two copies of one story, one with a full stop more, must list the same
+    terms alike (alert digests show them)."""
+    return [
+        index
+        for index in sorted(evaluation.occurrences)
+        if compiled.groups[compiled.term_group[index]].role != "context"
+    ]
 
 
 # --- public matching API ------------------------------------------------------------------------
