@@ -11,6 +11,7 @@ app: typer.Typer = typer.Typer(
 
 # After ``app``: pipeline.cli imports this module at its end and registers ``app`` (see there).
 import json  # noqa: E402
+import re  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Annotated, Any  # noqa: E402
@@ -112,8 +113,7 @@ def build_cmd(
 
 
 def _valid_id(profile_id: str) -> bool:
-    import re
-
+    # The schema's pattern for ids (schemas/profile.schema.json).
     return re.fullmatch(r"[a-z0-9][a-z0-9_-]{1,62}", profile_id) is not None
 
 
@@ -199,7 +199,8 @@ def print_explanation(report: dict[str, Any]) -> None:
             f"{rule['contribution']:+.2f}",
         )
     out.print(table)
-    out.print("* one of these rules must fire for a tag", style="dim")
+    if report["required"]:
+        out.print("* one of these rules must fire for a tag", style="dim")
     for rule in report["rules"]:
         for window in rule["windows"][:5]:
             out.print(escape(f"  {rule['rule']} in the {window['where']}: «{window['text']}»"), highlight=False)

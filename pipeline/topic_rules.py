@@ -10,25 +10,28 @@ may define
   or context), matched as :mod:`pipeline.topic_terms` matches any term. Two terms of one group over
   the same words (``نظام الأسد`` and ``الأسد``) are one mention.
 * **rules**: a list of *slots*, each filled by any of its groups, and a *window*. A rule fires where
-  every slot is filled by mentions that start within ``window`` consecutive tokens of one sentence (as EMM's category
-  definitions combine terms with boolean and proximity operators); a word inside a longer match of
-  another slot does not count on its own (``قوات`` in ``قوات الأسد`` is the beneficiary, not a
-  means). The places where a rule fires (its *windows*) do not overlap. A rule of one slot fires at
-  every mention of its groups: that measures how much an article is about something, and, with a
-  negative weight, counts context that makes the topic unlikely (the nuclear file, Yemen).
+  every slot is filled by mentions that start within ``window`` consecutive tokens of one sentence
+  (``across_sentences``: of the text), as EMM's category definitions combine terms with boolean and
+  proximity operators; a word inside a longer mention of another slot's group does not count on its
+  own (``قوات`` in ``قوات الأسد`` is the beneficiary, not a means). The places where a rule fires
+  (its *windows*) do not overlap. A rule of one slot fires at every mention of its groups: that
+  measures how much an article is about something and, with a negative weight, counts context that
+  makes the topic unlikely (the nuclear file, Yemen). ``where: title`` counts the title only.
 * **require**: rules at least one of which must fire for a tag, whatever the rest adds up to.
 
 Score (0–10, two decimals)
-    For each rule, ``n = TITLE_FACTOR × title windows + LEAD_FACTOR × lead windows + body windows ×
-    min(1, REFERENCE_WORDS / body words)``: a window in the title counts twice, one in the first
-    :data:`LEAD_WORDS` words of the body (the lead) once more, and windows in a long body count for
-    less, because a subject named once in 2,000 words is not the article's subject. The rule's
-    *value* is ``1 − e^(−n/SATURATION)``: the first window gives about half, later ones less and
-    less. ``z = bias + Σ weight × value`` is a log-odds and the score is ``10 / (1 + e^(−z))``, so
-    5 means even odds and the weights can be fitted as a logistic regression on labelled articles
-    (``bench/fit_topics.py``). When no required rule fired the score is capped just under the
-    tag threshold. Every part of ``z`` is a named rule, so ``profile explain`` can list the windows
-    that fired and what each added.
+    For each rule, ``n = TITLE_FACTOR × title windows + LEAD_FACTOR × lead windows + scale × Σ body
+    windows (1 − POSITION_DECAY × position)``, with ``scale = min(1, REFERENCE_WORDS / body words)``
+    and ``position`` the window's place in the body (0 at the start, 1 at the end): a window in the
+    title counts twice, one in the first :data:`LEAD_WORDS` words (the lead) once more, one at the
+    end of the body half as much as one at its start (news puts the subject first and background
+    last), and windows in a long body count for less, because a subject named once in 2,000 words
+    is not the article's subject. The rule's *value* is ``1 − e^(−n/SATURATION)``: the first window
+    gives about half, later ones less and less. ``z = bias + Σ weight × value`` is a log-odds and the
+    score is ``10 / (1 + e^(−z))``, so 5 means even odds and the weights can be fitted as a logistic
+    regression on labelled articles (``bench/fit_topics.py``). When no required rule fired the score
+    is held just under the tag threshold. Every part of ``z`` is a named rule, so ``profile explain``
+    can list the windows that fired and what each added.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from pipeline.topic_terms import BREAKS, SENTENCE_ENDS, Span, Term, TermMatcher,
 __all__ = [
     "LEAD_FACTOR",
     "LEAD_WORDS",
+    "POSITION_DECAY",
     "REFERENCE_WORDS",
     "ROLES",
     "SATURATION",
@@ -65,7 +69,6 @@ REFERENCE_WORDS = 300  # body windows count in full up to this length, then per 
 SATURATION = 1.5
 POSITION_DECAY = 0.5  # a body window at the very end counts half as much as one at the start
 MAX_SCORE = 10.0
-
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ from pipeline.normalize import normalize_text
 from pipeline.topic_rules import (
     LEAD_FACTOR,
     LEAD_WORDS,
+    POSITION_DECAY,
     REFERENCE_WORDS,
     TITLE_FACTOR,
     Group,
@@ -342,7 +343,8 @@ def _explain_rules(compiled: RuleMatcher, evaluation: RuleEvaluation) -> dict[st
         "scale": (
             "0-10: score = 10 / (1 + exp(-logit)), logit = bias + sum of contributions; a rule's value is "
             f"1 - exp(-n / 1.5), n = {TITLE_FACTOR:g} x title windows + {LEAD_FACTOR:g} x windows in the "
-            f"first {LEAD_WORDS} words + body windows x min(1, {REFERENCE_WORDS} / body words)"
+            f"first {LEAD_WORDS} words + min(1, {REFERENCE_WORDS} / body words) x the sum over body windows of "
+            f"(1 - {POSITION_DECAY:g} x the window's position in the body, 0 to 1)"
         ),
         "rules": rules,
         "terms": terms,
