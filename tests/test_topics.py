@@ -280,6 +280,11 @@ def test_a_window_stays_in_one_sentence_unless_the_rule_spans_them() -> None:
     assert fired("قالت إيران إنها ستواصل الدعم. الأسد في دمشق", of=rules_profile(wide)) == {"backing": (0, 1)}
 
 
+def test_a_title_rule_counts_the_title_only() -> None:
+    headline = replace(BACKING_RULE, where="title")
+    assert fired("إيران تدعم الأسد", title="إيران تدعم الأسد", of=rules_profile(headline)) == {"backing": (1, 0)}
+
+
 def test_wildcards_match_what_arabic_attaches_at_the_end_of_a_word() -> None:
     assert fired("أكدت روسيا أن حليفتها دمشق و قوات الأسد باقية") == {"backing": (0, 1)}
     assert fired("وعدت إيران بدعمها للأسد") == {"backing": (0, 1)}  # clitic ب, pronoun ها
