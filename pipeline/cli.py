@@ -29,7 +29,7 @@ from pipeline.related import related
 from pipeline.retag import retag_all
 from pipeline.settings import Settings
 from pipeline.stages import open_index as open_index  # re-exported for the cli_* modules
-from pipeline.topics import Profile, explain, load_profiles
+from pipeline.topics import Profile, load_profiles
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 out = Console(soft_wrap=True)
@@ -363,94 +363,6 @@ def related_cmd(
         )
 
 
-profile_app = typer.Typer(help="Topic profiles: build one from a report, explain a tag.", no_args_is_help=True)
-app.add_typer(profile_app, name="profile")
-
-
-@profile_app.command("build")
-def profile_build(
-    report: Annotated[Path, typer.Argument(help="The report (UTF-8 text) the profile is about.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the profile (YAML).")],
-    profile_id: Annotated[str | None, typer.Option("--id", help="Profile id [default: the output's name].")] = None,
-    title: Annotated[str | None, typer.Option("--title", help="Title shown to analysts.")] = None,
-    max_terms: Annotated[int, typer.Option("--max-terms", min=5, max=1000)] = 120,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
-) -> None:
-    """Draft a profile from a report: weighted terms and phrases, spelling variants, thresholds. Review it
-    term by term, edit it by hand, then `retag`."""
-    from pipeline.profile_builder import build_profile, dump_profile
-
-    if output.exists() and not force:
-        _fail(f"{output} exists: choose another file or pass --force")
-    try:
-        text = report.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        _fail(f"cannot read {report}: {e}")
-    try:
-        mapping = build_profile(
-            text, profile_id=profile_id or output.stem, title=title or output.stem, max_terms=max_terms
-        )
-    except ValueError as e:
-        _fail(str(e))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(dump_profile(mapping), encoding="utf-8")
-    err.print(
-        f"wrote {output}: {len(mapping['terms'])} terms. Review it, then `python -m pipeline retag "
-        f"--profile {mapping['id']}`."
-    )
-
-
-@profile_app.command("explain")
-def profile_explain(
-    article_id: Annotated[str, typer.Argument(help="An article's id (shown by `search`).")],
-    profile_id: Annotated[str | None, typer.Option("--profile", help="Only this profile.")] = None,
-    es_url: EsUrlOpt = None,
-    es_index: IndexOpt = None,
-    data_dir: DataOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Why an article matched (or did not): each term's weight, where it occurs, its contribution, and
-    the score against the thresholds."""
-    log.configure(json=as_json or None)
-    try:
-        settings = _settings(es_url=es_url, es_index=es_index, data_dir=data_dir)
-        profiles = [p for p in load_profiles(settings.profiles_dir) if profile_id in (None, p.id)]
-        if not profiles:
-            _fail(
-                f"no profile {profile_id!r} in {settings.profiles_dir}"
-                if profile_id
-                else f"no profile in {settings.profiles_dir}"
-            )
-        with open_index(settings) as es:
-            doc = index.get_article(es, settings.es_index, article_id, ["title", "body", "outlet"])
-    except (ConfigError, IndexingError) as e:
-        _fail(str(e))
-    reports = [explain(p, title=doc.get("title", ""), body=doc.get("body", "")) for p in profiles]
-    if as_json:
-        print(json.dumps({"article": article_id, "profiles": reports}, ensure_ascii=False, indent=2))
-        return
-    out.print(escape(f"{doc.get('title', '')} — {doc.get('outlet', '')}"), style="bold", highlight=False)
-    for r in reports:
-        verdict = "[green]tagged[/green]" if r["tagged"] else "[dim]not tagged[/dim]"
-        out.print(
-            f"\n{escape(r['profile'])}: score {r['score']:.2f} (tag ≥ {r['threshold']}, "
-            f"alert ≥ {r['alert_threshold']}) {verdict}"
-        )
-        t = Table(show_header=True)
-        for col in ("term", "kind", "weight", "title", "body", "contribution"):
-            t.add_column(col)
-        for term in sorted(r["terms"], key=lambda x: -x["contribution"]):
-            t.add_row(
-                term["term"],
-                term["kind"],
-                f"{term['weight']:g}",
-                str(term["occurrences"]["title"]),
-                str(term["occurrences"]["body"]),
-                f"{term['contribution']:.3f}",
-            )
-        out.print(t)
-
-
 @app.command()
 def retag(
     profile_id: Annotated[str | None, typer.Option("--profile", help="Re-tag with this profile only.")] = None,
@@ -584,8 +496,9 @@ def standalone_cmd(
 
 
 # Sub-command groups live in their own modules (they import the helpers above, hence the late import).
-from pipeline import cli_alerts, cli_compare, cli_setup  # noqa: E402
+from pipeline import cli_alerts, cli_compare, cli_profile, cli_setup  # noqa: E402
 
+app.add_typer(cli_profile.app, name="profile")
 app.add_typer(cli_alerts.app, name="alerts")
 app.add_typer(cli_compare.app, name="compare")
 app.add_typer(cli_setup.app, name="setup")

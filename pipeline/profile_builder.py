@@ -27,7 +27,11 @@ analyst would watch for:
    describes (``الغارات الروسية`` for its Russian planes), each with a note saying why.
 
 Thresholds default to the score of an article naming the three heaviest terms once each (tag) and
-the five heaviest twice each (alert). :func:`dump_profile` writes the mapping as commented YAML.
+the five heaviest twice each (alert): a guess, since a sum of term weights says how much of the
+report's vocabulary an article uses, not whether it tells the story. Given a labelled set,
+:func:`calibrate_draft` reads them off it instead (:func:`pipeline.profile_eval.calibrate`).
+:func:`dump_profile` writes the mapping as commented YAML; :func:`profile_id_from` makes a valid id of
+a file name.
 """
 
 from __future__ import annotations
@@ -35,7 +39,9 @@ from __future__ import annotations
 import functools
 import math
 import re
+import unicodedata
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -44,6 +50,7 @@ import wordfreq  # type: ignore[import-untyped, unused-ignore]
 import yaml  # type: ignore[import-untyped, unused-ignore]
 
 from pipeline.normalize import ARABIC_MARKS, normalize_text
+from pipeline.profile_eval import Labelled, LabelledReport, calibrate, evaluate_profile
 from pipeline.topics import (
     CLITIC_PREFIXES,
     MAX_SCORE,
@@ -64,7 +71,9 @@ __all__ = [
     "TERM_VARIANTS",
     "WORD_VARIANTS",
     "build_profile",
+    "calibrate_draft",
     "dump_profile",
+    "profile_id_from",
 ]
 
 RARITY_CEILING = 8.0  # zipf of the commonest words is ~7.5: every word keeps some rarity
@@ -565,6 +574,42 @@ def _default_thresholds(terms: list[dict[str, Any]]) -> tuple[float, float]:
     return max(tag, 0.1), max(alert, tag)
 
 
+def calibrate_draft(
+    mapping: dict[str, Any], draft: Profile, articles: Sequence[Labelled]
+) -> tuple[dict[str, Any], LabelledReport, LabelledReport]:
+    """``mapping`` with thresholds read off labelled ``articles`` (best F1 for the tag, 0.95 precision
+    for the alert), and the draft's figures on them before and after."""
+    before = evaluate_profile(draft, articles)
+    tag, alert = calibrate(before.outcomes)
+    calibrated = dict(mapping) | {"thresholds": {"tag": tag, "alert": alert}}
+    after = evaluate_profile(
+        Profile(
+            id=draft.id,
+            title=draft.title,
+            language=draft.language,
+            terms=draft.terms,
+            tag_threshold=tag,
+            alert_threshold=alert,
+        ),
+        articles,
+    )
+    return calibrated, before, after
+
+
+_SLUG_SEPARATORS = re.compile(r"[^a-z0-9_]+")
+
+
+def profile_id_from(name: str) -> str:
+    """A valid profile id (``schemas/profile.schema.json``) made of a file name: lower case, accents
+    dropped, anything but letters, digits and ``_`` turned into ``-``; ``profile-`` in front of a
+    name too short or with no Latin letter or digit at all."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii").lower()
+    slug = _SLUG_SEPARATORS.sub("-", ascii_name).strip("-_")[:62]
+    if len(slug) < 2:
+        slug = f"profile-{slug}" if slug else "profile"
+    return slug
+
+
 # --- YAML ---------------------------------------------------------------------------------------
 
 
@@ -593,8 +638,11 @@ def dump_profile(mapping: dict[str, Any]) -> str:
         f"# Topic profile {data.get('id', '')}: {data.get('title', '')}\n"
         f"# Drafted by pipeline.profile_builder on {datetime.now(UTC):%Y-%m-%d}. Review it term by term: drop noise,\n"
         "# fix kinds, merge variants, add what the report implies, and say why in a note.\n"
-        "# Weights are (0, 10]; scores and thresholds are 0-10 (see pipeline/topics.py). Kinds person,\n"
+        "# Weights are (0, 10]; scores and thresholds are 0-10 (see pipeline/topic_weights.py). Kinds person,\n"
         "# organisation and place match exactly (clitics aside); event, phrase and keyword also by stem.\n"
+        "# A sum of term weights measures vocabulary, not the story: check the thresholds on labelled articles\n"
+        "# (`profile test FILE --labels DIR`, or build with --labels), and consider groups and rules instead\n"
+        "# (seeds/profiles/iran-russia-assad.yaml).\n"
     )
     body = yaml.dump(data, Dumper=_Dumper, allow_unicode=True, sort_keys=False, width=100, default_flow_style=False)
     # A blank line between terms keeps a long list reviewable.

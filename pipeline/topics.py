@@ -1,70 +1,82 @@
 """Topic profiles: load them, match articles against them, explain a match.
 
-A profile (``seeds/profiles/*.yaml``, validated by ``schemas/profile.schema.json``) is a list of
-weighted terms — people, organisations, places, events, phrases, keywords — each with optional
-spelling variants, and two thresholds.
+A profile (``seeds/profiles/*.yaml``, validated by ``schemas/profile.schema.json``) says what an
+analyst watches, in one of two ways:
 
-Matching
-    Title and body go through :func:`~pipeline.normalize.normalize_text`, then split into word
-    tokens (sentence punctuation breaks a phrase). A text token matches a term token when, after
-    dropping attached clitics (``و ف`` then ``ب ك ل`` then the article ``ال``, in any valid
-    combination: ``وال بال فال لل كال وب ول وبال ولل`` …), the two are equal; the term's own
-    leading ``ال`` is dropped too, so ``الحرس`` matches ``والحرس``, ``بالحرس``, ``للحرس``,
-    ``حرس``. Terms of kind ``keyword``, ``phrase`` and ``event`` also match through the Snowball
-    Arabic stemmer (``الغارات`` matches ``غارة``); names (``person``, ``organisation``, ``place``)
-    never do, so ``روسيا`` does not match ``الروسي``. A multi-word term matches consecutive
-    tokens, each under the same rules. Overlapping matches of one term (a name and its short
-    variant) count once.
+* **groups and rules** (:mod:`pipeline.topic_rules`): terms grouped by the side of the story they
+  stand for (actors, beneficiary, relation, theatre, context) and rules that need every side within
+  a few words of each other; the score is a log-odds made of the rules that fired, with weights
+  fitted on labelled articles. This is what tells "Russia bombs rebels for Assad" from "Russia and
+  Iran sign a trade deal";
+* **weighted terms** (:mod:`pipeline.topic_weights`), the first format: a sum of the weights of the
+  terms an article names, with diminishing returns and a reward for breadth.
 
-Score (0–10, two decimals)
-    * ``n`` = body occurrences + 2 × title occurrences (:data:`TITLE_FACTOR`);
-    * each matched term gives ``weight × (1 − e^(−n/1.5))`` (:data:`SATURATION`): its first
-      mention gives half its weight, repeats add less and less, never more than the weight;
-    * breadth ``B = 1 − 0.5·e^(−b/3)`` with ``b`` = (distinct terms − 1) + (distinct kinds − 1):
-      one term alone counts half, five terms of three kinds count ~93 %;
-    * evidence ``E = B × Σ contributions``; score ``= 10 × (1 − e^(−E/10))`` (:data:`SCALE`).
-      Evidence 5 → 3.9, 10 → 6.3, 20 → 8.6, 30 → 9.5.
-
-    So one word repeated twenty times scores at most ``10 × (1 − e^(−w/20))``, while five
-    distinct terms mentioned once beat it. A profile's ``tag`` and ``alert`` thresholds are on the
-    same 0–10 scale.
-
+Either way terms are matched on normalised Arabic, through attached clitics (:mod:`pipeline.topic_terms`),
+scores are on a 0–10 scale, and a profile's ``tag`` and ``alert`` thresholds are on the same scale.
 Compiled matchers are cached per profile object, so the extraction workers pay the compilation
-once; matching a 600-word article against a 150-term profile takes well under 2 ms.
+once; matching a 600-word article takes about a millisecond.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import math
-import re
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jsonschema  # type: ignore[import-untyped, unused-ignore]
-import Stemmer  # type: ignore[import-not-found, unused-ignore]
 
 from pipeline.errors import ConfigError
 from pipeline.feeds import _dotted, _LineIndex, _schema_errors, _sort_key, read_yaml_mapping
 from pipeline.normalize import normalize_text
+from pipeline.topic_rules import (
+    LEAD_FACTOR,
+    LEAD_WORDS,
+    POSITION_DECAY,
+    REFERENCE_WORDS,
+    TITLE_FACTOR,
+    Group,
+    Rule,
+    RuleEvaluation,
+    RuleMatcher,
+    compile_rules,
+)
+from pipeline.topic_terms import (
+    CLITIC_PREFIXES,
+    KINDS,
+    NAME_KINDS,
+    Term,
+    TermMatcher,
+    compile_terms,
+    has_short_wildcard,
+    stem_key,
+    term_key,
+    term_tokens,
+    text_tokens,
+    token_forms,
+)
+from pipeline.topic_weights import MAX_SCORE, WeightedEvaluation, evaluate_terms
 
 __all__ = [
+    "CLITIC_PREFIXES",
     "KINDS",
+    "MAX_SCORE",
     "NAME_KINDS",
     "SCHEMA_PATH",
+    "Group",
     "Match",
     "Profile",
+    "Rule",
     "Term",
     "explain",
     "load_profile",
     "load_profiles",
     "match_profile",
-    "tag_article",
     "stem_key",
+    "tag_article",
     "term_key",
     "term_tokens",
     "token_forms",
@@ -72,25 +84,7 @@ __all__ = [
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "profile.schema.json"
 
-KINDS = ("person", "organisation", "place", "event", "phrase", "keyword")
-NAME_KINDS = frozenset({"person", "organisation", "place"})  # matched exactly, never stemmed
-
-TITLE_FACTOR = 2.0
-SATURATION = 1.5
-SCALE = 10.0
-MAX_SCORE = 10.0
-
 Problem = tuple[tuple[str | int, ...], int, str]
-
-
-@dataclass(frozen=True, slots=True)
-class Term:
-    """One entry of a profile."""
-
-    text: str  # the canonical form shown to analysts, e.g. "قاسم سليماني"
-    weight: float
-    kind: str  # person | organisation | place | event | phrase | keyword
-    variants: tuple[str, ...] = ()  # other spellings
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,11 +92,15 @@ class Profile:
     id: str
     title: str
     language: str
-    terms: tuple[Term, ...]
+    terms: tuple[Term, ...]  # weighted terms; empty in a profile of groups and rules
     tag_threshold: float
     alert_threshold: float
     recipients: tuple[str, ...] = ()
     source: str = ""  # file it came from
+    groups: tuple[Group, ...] = ()
+    rules: tuple[Rule, ...] = ()  # when there are rules, they score the article and ``terms`` are unused
+    bias: float = 0.0  # log-odds of an article in which no rule fires
+    require: tuple[str, ...] = ()  # ids of rules at least one of which must fire for a tag
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,123 +109,18 @@ class Match:
     score: float
     terms: tuple[str, ...]  # canonical texts of matched terms, best first
     details: tuple[tuple[str, float, str, int], ...]  # (term, weight, "title"|"body", occurrences)
-
-
-# --- tokens and their forms ---------------------------------------------------------------------
-
-# A word, or a punctuation mark that ends a clause: phrases never match across one.
-_BREAKS = frozenset('.!?;:"()[]')
-_TOKEN = re.compile(r"\w+|[.!?;:\"()\[\]]")
-_ARTICLE = "ال"
-MIN_REMAINDER = 2  # a clitic is only taken off a token that keeps at least two letters
-
-
-def _clitic_prefixes() -> tuple[str, ...]:
-    # Conjunction, then preposition, then article, each optional. Longest first.
-    found: set[str] = set()
-    for conjunction in ("", "و", "ف"):
-        for preposition in ("", "ب", "ك", "ل"):
-            for article in ("", _ARTICLE):
-                # ل + ال is written لل.
-                prefix = conjunction + ("لل" if preposition == "ل" and article else preposition + article)
-                if prefix:
-                    found.add(prefix)
-    return tuple(sorted(found, key=lambda prefix: (-len(prefix), prefix)))
-
-
-CLITIC_PREFIXES = _clitic_prefixes()
-
-_stemmer_lock = threading.Lock()
-_stemmer = Stemmer.Stemmer("arabic")
-
-
-def _stem(bare: str) -> str:
-    # normalize_text folds ة into ه, which the Snowball stemmer reads as a pronoun and keeps; it
-    # also strips prefixes differently with and without the article. Giving it the article and
-    # the ta marbuta back makes غارة, غارات and الغارات (and روسية, الروسي, روس) agree.
-    if len(bare) > 3 and bare.endswith("ه"):
-        bare = bare[:-1] + "ة"
-    with _stemmer_lock:  # a Stemmer object is not safe to share between threads
-        stem: str = _stemmer.stemWord(_ARTICLE + bare)
-    return stem
-
-
-def _strip_article(token: str) -> str:
-    if token.startswith(_ARTICLE) and len(token) - 2 >= MIN_REMAINDER:
-        return token[2:]
-    return token
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def token_forms(token: str) -> tuple[str, ...]:
-    """Every key a normalised text token can match: itself, itself minus each clitic prefix it
-    may carry, and (prefixed ``~``) the stems of those forms that have no article."""
-    forms = [token]
-    forms.extend(
-        token[len(prefix) :]
-        for prefix in CLITIC_PREFIXES
-        if token.startswith(prefix) and len(token) - len(prefix) >= MIN_REMAINDER
-    )
-    keys = dict.fromkeys(forms)
-    for form in forms:
-        if not form.startswith(_ARTICLE):
-            keys["~" + _stem(form)] = None
-    return tuple(keys)
-
-
-def term_tokens(text: str) -> list[str]:
-    """The normalised word tokens of a term or variant (punctuation dropped)."""
-    return [token for token in _TOKEN.findall(normalize_text(text)) if token not in _BREAKS]
-
-
-def term_key(text: str) -> tuple[str, ...]:
-    """The words a term or variant matches on: its normalised tokens without their article."""
-    return tuple(_strip_article(token) for token in term_tokens(text))
-
-
-def stem_key(token: str) -> str:
-    """The stem key a keyword token matches by (``~`` + Snowball stem of the bare word)."""
-    return "~" + _stem(_strip_article(token))
-
-
-def _slot(token: str, *, stem: bool) -> frozenset[str]:
-    bare = _strip_article(token)
-    return frozenset({bare, stem_key(token)} if stem else {bare})
-
-
-def _tokens(text: str) -> list[str]:
-    """The tokens of normalised ``text``; a clause break is the empty string."""
-    return ["" if token in _BREAKS else token for token in _TOKEN.findall(text)]
+    rules: tuple[tuple[str, float], ...] = ()  # (rule id, contribution) of the rules that fired
 
 
 # --- compiled profiles --------------------------------------------------------------------------
 
 
-_HITS_SIZE = 200_000  # tokens remembered per profile before the memo starts over
-
-
 @dataclass(frozen=True, slots=True)
-class _Compiled:
-    profile: Profile
-    vocabulary: frozenset[str]
-    # first-slot key -> (term index, the slots after the first)
-    starts: dict[str, tuple[tuple[int, tuple[frozenset[str], ...]], ...]]
-    # token -> the profile's keys it matches (None: none). News vocabulary is Zipfian, so after a
-    # few hundred articles nearly every token is a single dict lookup.
-    hits: dict[str, frozenset[str] | None] = field(default_factory=dict)
-
-    def keys_of(self, token: str) -> frozenset[str] | None:
-        try:
-            return self.hits[token]
-        except KeyError:
-            pass
-        if len(self.hits) >= _HITS_SIZE:
-            self.hits.clear()
-        keys = [key for key in token_forms(token) if key in self.vocabulary] if token else []
-        found = self.hits[token] = frozenset(keys) if keys else None
-        return found
+class _Weighted:
+    matcher: TermMatcher
 
 
+_Compiled = _Weighted | RuleMatcher
 _CACHE_SIZE = 64
 _by_identity: dict[int, tuple[Profile, _Compiled]] = {}
 _by_value: dict[Profile, _Compiled] = {}
@@ -248,7 +141,11 @@ def _compile(profile: Profile) -> _Compiled:
     entry = _by_value.get(profile)
     with _cache_lock:
         if entry is None:
-            entry = _build(profile)
+            entry = (
+                compile_rules(profile.groups, profile.rules, bias=profile.bias, require=profile.require)
+                if profile.rules
+                else _Weighted(compile_terms(profile.terms))
+            )
             if len(_by_value) >= _CACHE_SIZE:
                 _by_value.clear()
             _by_value[profile] = entry
@@ -258,136 +155,88 @@ def _compile(profile: Profile) -> _Compiled:
     return entry
 
 
-def _build(profile: Profile) -> _Compiled:
-    starts: dict[str, list[tuple[int, tuple[frozenset[str], ...]]]] = {}
-    vocabulary: set[str] = set()
-    for index, term in enumerate(profile.terms):
-        stem = term.kind not in NAME_KINDS
-        seen: set[tuple[frozenset[str], ...]] = set()
-        for spelling in (term.text, *term.variants):
-            tokens = term_tokens(spelling)
-            if not tokens:
-                continue
-            slots = tuple(_slot(token, stem=stem) for token in tokens)
-            if slots in seen:
-                continue
-            seen.add(slots)
-            for slot in slots:
-                vocabulary.update(slot)
-            for key in slots[0]:
-                starts.setdefault(key, []).append((index, slots[1:]))
-    return _Compiled(
-        profile=profile,
-        vocabulary=frozenset(vocabulary),
-        starts={key: tuple(found) for key, found in starts.items()},
-    )
+_Evaluation = WeightedEvaluation | RuleEvaluation
 
 
-def _count(compiled: _Compiled, tokens: list[str]) -> dict[int, int]:
-    """Occurrences of each term (by index) in one region; overlapping matches of a term count once."""
-    keys_of = compiled.keys_of
-    present = [keys_of(token) for token in tokens]
-    spans: dict[int, list[tuple[int, int]]] = {}
-    starts = compiled.starts
-    size = len(present)
-    for start, keys in enumerate(present):
-        if keys is None:
-            continue
-        for key in keys:
-            for index, rest in starts.get(key, ()):
-                if not rest:
-                    spans.setdefault(index, []).append((start, start + 1))
-                    continue
-                end = start + 1 + len(rest)
-                if end > size:
-                    continue
-                if all(_fits(slot, present[start + 1 + offset]) for offset, slot in enumerate(rest)):
-                    spans.setdefault(index, []).append((start, end))
-    counts: dict[int, int] = {}
-    for index, matched in spans.items():
-        matched.sort(key=lambda span: (span[0], -span[1]))
-        last_end, count = -1, 0
-        for start, end in matched:
-            if start >= last_end:
-                count += 1
-                last_end = end
-        counts[index] = count
-    return counts
+def _evaluate(profile: Profile, title: list[str], body: list[str]) -> tuple[_Compiled, _Evaluation]:
+    compiled = _compile(profile)
+    if isinstance(compiled, RuleMatcher):
+        return compiled, compiled.evaluate(title, body, tag_threshold=profile.tag_threshold)
+    return compiled, evaluate_terms(compiled.matcher, profile.terms, title, body)
 
 
-def _fits(slot: frozenset[str], keys: frozenset[str] | None) -> bool:
-    return keys is not None and not slot.isdisjoint(keys)
-
-
-@dataclass(frozen=True, slots=True)
-class _Evaluation:
-    score: float
-    evidence: float
-    breadth: float
-    # (term index, title occurrences, body occurrences, contribution), best first
-    rows: tuple[tuple[int, int, int, float], ...]
-
-
-def _evaluate(compiled: _Compiled, title: list[str], body: list[str]) -> _Evaluation:
-    in_title = _count(compiled, title)
-    in_body = _count(compiled, body)
-    terms = compiled.profile.terms
-    raw: list[tuple[int, int, int, float]] = []
-    for index in sorted(in_title.keys() | in_body.keys()):
-        title_count, body_count = in_title.get(index, 0), in_body.get(index, 0)
-        occurrences = body_count + TITLE_FACTOR * title_count
-        value = terms[index].weight * (1.0 - math.exp(-occurrences / SATURATION))
-        raw.append((index, title_count, body_count, value))
-    if not raw:
-        return _Evaluation(score=0.0, evidence=0.0, breadth=0.0, rows=())
-    spread = (len(raw) - 1) + (len({terms[index].kind for index, *_ in raw}) - 1)
-    breadth = 1.0 - 0.5 * math.exp(-spread / 3.0)
-    rows = sorted(
-        ((index, title_count, body_count, value * breadth) for index, title_count, body_count, value in raw),
-        key=lambda row: (-row[3], row[0]),
-    )
-    evidence = sum(row[3] for row in rows)
-    score = round(MAX_SCORE * (1.0 - math.exp(-evidence / SCALE)), 2)
-    return _Evaluation(score=score, evidence=evidence, breadth=breadth, rows=tuple(rows))
-
-
-def _match(compiled: _Compiled, evaluation: _Evaluation) -> Match:
-    terms = compiled.profile.terms
-    details: list[tuple[str, float, str, int]] = []
-    for index, title_count, body_count, _ in evaluation.rows:
-        term = terms[index]
+def _match(profile: Profile, compiled: _Compiled, evaluation: _Evaluation) -> Match:
+    if isinstance(evaluation, WeightedEvaluation):
+        details: list[tuple[str, float, str, int]] = []
+        for index, title_count, body_count, _ in evaluation.rows:
+            term = profile.terms[index]
+            if title_count:
+                details.append((term.text, term.weight, "title", title_count))
+            if body_count:
+                details.append((term.text, term.weight, "body", body_count))
+        return Match(
+            profile=profile.id,
+            score=evaluation.score,
+            terms=tuple(profile.terms[index].text for index, *_ in evaluation.rows),
+            details=tuple(details),
+        )
+    assert isinstance(compiled, RuleMatcher)
+    ranked = _evidence_terms(compiled, evaluation)
+    terms = compiled.terms
+    details = []
+    for index in ranked:
+        title_count, body_count = evaluation.occurrences[index]
         if title_count:
-            details.append((term.text, term.weight, "title", title_count))
+            details.append((terms[index].text, terms[index].weight, "title", title_count))
         if body_count:
-            details.append((term.text, term.weight, "body", body_count))
+            details.append((terms[index].text, terms[index].weight, "body", body_count))
     return Match(
-        profile=compiled.profile.id,
+        profile=profile.id,
         score=evaluation.score,
-        terms=tuple(terms[index].text for index, *_ in evaluation.rows),
+        terms=tuple(dict.fromkeys(terms[index].text for index in ranked)),
         details=tuple(details),
+        rules=tuple(
+            (rule.id, round(result.contribution, 3))
+            for rule, result in zip(compiled.rules, evaluation.rules, strict=True)
+            if result.title or result.body
+        ),
     )
+
+
+def _evidence_terms(compiled: RuleMatcher, evaluation: RuleEvaluation) -> list[int]:
+    """The matched terms that earned the score: every matched term outside the context groups, in
+    the profile's order (actors, beneficiary, theatre, relations, as the groups are listed). Not by
+    the windows they filled: two copies of one story, one with a full stop more, must list the same
+    terms alike (alert digests show them)."""
+    return [
+        index
+        for index in sorted(evaluation.occurrences)
+        if compiled.groups[compiled.term_group[index]].role != "context"
+    ]
 
 
 # --- public matching API ------------------------------------------------------------------------
 
 
+def _tokens(text: str) -> list[str]:
+    return text_tokens(normalize_text(text))
+
+
 def match_profile(profile: Profile, *, title: str, body: str) -> Match:
     """Score one article against one profile (see the module docstring); never raises on text."""
-    compiled = _compile(profile)
-    evaluation = _evaluate(compiled, _tokens(normalize_text(title)), _tokens(normalize_text(body)))
-    return _match(compiled, evaluation)
+    compiled, evaluation = _evaluate(profile, _tokens(title), _tokens(body))
+    return _match(profile, compiled, evaluation)
 
 
 def tag_article(profiles: Sequence[Profile], *, title: str, body: str) -> tuple[list[str], list[dict[str, Any]]]:
     """The article record's ``topics`` and ``topic_matches``: the profiles whose score reaches
     their tag threshold, in the order given, each with its score and matched terms."""
-    title_tokens = _tokens(normalize_text(title))
-    body_tokens = _tokens(normalize_text(body))
+    title_tokens = _tokens(title)
+    body_tokens = _tokens(body)
     topics: list[str] = []
     matches: list[dict[str, Any]] = []
     for profile in profiles:
-        compiled = _compile(profile)
-        match = _match(compiled, _evaluate(compiled, title_tokens, body_tokens))
+        match = _match(profile, *_evaluate(profile, title_tokens, body_tokens))
         if match.score >= profile.tag_threshold:
             topics.append(profile.id)
             matches.append({"profile": profile.id, "score": match.score, "terms": list(match.terms)})
@@ -397,11 +246,27 @@ def tag_article(profiles: Sequence[Profile], *, title: str, body: str) -> tuple[
 def explain(profile: Profile, *, title: str, body: str) -> dict[str, Any]:
     """Why an article scores what it does against ``profile``: JSON-ready.
 
-    ``contribution`` is each term's share of the evidence (breadth included); the score is
-    ``10 × (1 − e^(−evidence/10))``.
+    For a profile of rules: every rule with the windows where it fired (the words, in the title or
+    the body), its value and its contribution to the log-odds; the matched terms of every group.
+    For a profile of weighted terms: each term's share of the evidence (breadth included).
     """
-    compiled = _compile(profile)
-    evaluation = _evaluate(compiled, _tokens(normalize_text(title)), _tokens(normalize_text(body)))
+    compiled, evaluation = _evaluate(profile, _tokens(title), _tokens(body))
+    report: dict[str, Any] = {
+        "profile": profile.id,
+        "title": profile.title,
+        "score": evaluation.score,
+        "threshold": profile.tag_threshold,
+        "alert_threshold": profile.alert_threshold,
+        "tagged": evaluation.score >= profile.tag_threshold,
+        "alert": evaluation.score >= profile.alert_threshold,
+    }
+    if isinstance(evaluation, WeightedEvaluation):
+        return report | _explain_weighted(profile, evaluation)
+    assert isinstance(compiled, RuleMatcher)
+    return report | _explain_rules(compiled, evaluation)
+
+
+def _explain_weighted(profile: Profile, evaluation: WeightedEvaluation) -> dict[str, Any]:
     terms = []
     for index, title_count, body_count, contribution in evaluation.rows:
         term = profile.terms[index]
@@ -417,16 +282,71 @@ def explain(profile: Profile, *, title: str, body: str) -> dict[str, Any]:
             }
         )
     return {
-        "profile": profile.id,
-        "title": profile.title,
-        "score": evaluation.score,
-        "threshold": profile.tag_threshold,
-        "alert_threshold": profile.alert_threshold,
-        "tagged": evaluation.score >= profile.tag_threshold,
-        "alert": evaluation.score >= profile.alert_threshold,
+        "model": "weighted terms",
         "evidence": round(evaluation.evidence, 3),
         "breadth": round(evaluation.breadth, 3),
         "scale": "0-10: score = 10 * (1 - exp(-evidence / 10))",
+        "terms": terms,
+    }
+
+
+def _explain_rules(compiled: RuleMatcher, evaluation: RuleEvaluation) -> dict[str, Any]:
+    rules = []
+    for index, (rule, result) in enumerate(zip(compiled.rules, evaluation.rules, strict=True)):
+        windows = [
+            {
+                "where": where,
+                "text": " ".join(tokens[window.start : window.end]),
+                "terms": [compiled.terms[term].text for term in window.terms],
+            }
+            for where, found, tokens in (
+                ("title", result.title, evaluation.title_tokens),
+                ("body", result.body, evaluation.body_tokens),
+            )
+            for window in found
+        ]
+        rules.append(
+            {
+                "rule": rule.id,
+                "note": rule.note,
+                "slots": [list(slot) for slot in rule.slots],
+                "window": rule.window,
+                "weight": rule.weight,
+                "required": index in compiled.required,
+                "fired": {"title": len(result.title), "body": len(result.body), "lead": result.lead},
+                "strength": round(result.strength, 3),
+                "value": round(result.value, 3),
+                "contribution": round(result.contribution, 3),
+                "windows": windows,
+            }
+        )
+    terms = [
+        {
+            "term": compiled.terms[index].text,
+            "group": compiled.groups[compiled.term_group[index]].id,
+            "role": compiled.groups[compiled.term_group[index]].role,
+            "kind": compiled.terms[index].kind,
+            "where": [
+                part for part, count in zip(("title", "body"), evaluation.occurrences[index], strict=True) if count
+            ],
+            "occurrences": dict(zip(("title", "body"), evaluation.occurrences[index], strict=True)),
+        }
+        for index in sorted(evaluation.occurrences, key=lambda index: (compiled.term_group[index], index))
+    ]
+    return {
+        "model": "rules",
+        "bias": compiled.bias,
+        "logit": round(evaluation.logit, 3),
+        "capped": evaluation.capped,
+        "required": [compiled.rules[index].id for index in sorted(compiled.required)],
+        "body_words": evaluation.body_words,
+        "scale": (
+            "0-10: score = 10 / (1 + exp(-logit)), logit = bias + sum of contributions; a rule's value is "
+            f"1 - exp(-n / 1.5), n = {TITLE_FACTOR:g} x title windows + {LEAD_FACTOR:g} x windows in the "
+            f"first {LEAD_WORDS} words + min(1, {REFERENCE_WORDS} / body words) x the sum over body windows of "
+            f"(1 - {POSITION_DECAY:g} x the window's position in the body, 0 to 1)"
+        ),
+        "rules": rules,
         "terms": terms,
     }
 
@@ -467,10 +387,21 @@ def load_profile(path: Path) -> Profile:
 
     Raises:
         ConfigError: missing, unreadable, not YAML, breaks the schema, a term or variant with no
-            word in it, one term listed twice, or an alert threshold below the tag threshold. The
-            message names the file, the line and the field, one problem a line.
+            word in it (or a wildcard too short), one term listed twice, an alert threshold below
+            the tag threshold, or a rule that names a group (or a ``require`` that names a rule)
+            the profile does not define. The message names the file, the line and the field, one
+            problem a line.
     """
     return _load(path)[0]
+
+
+def _term(entry: dict[str, Any], *, weight: float) -> Term:
+    return Term(
+        text=entry["text"],
+        weight=float(entry.get("weight", weight)),
+        kind=entry["kind"],
+        variants=tuple(entry.get("variants", ())),
+    )
 
 
 def _load(path: Path) -> tuple[Profile, int]:
@@ -486,23 +417,39 @@ def _load(path: Path) -> tuple[Profile, int]:
         raise ConfigError("\n".join(message for _, _, message in found))
 
     thresholds = data["thresholds"]
+    scoring = data.get("scoring", {})
     profile = Profile(
         id=data["id"],
         title=data["title"],
         language=data.get("language", "ar"),
-        terms=tuple(
-            Term(
-                text=entry["text"],
-                weight=float(entry["weight"]),
-                kind=entry["kind"],
-                variants=tuple(entry.get("variants", ())),
-            )
-            for entry in data["terms"]
-        ),
+        terms=tuple(_term(entry, weight=1.0) for entry in data.get("terms", ())),
         tag_threshold=float(thresholds["tag"]),
         alert_threshold=float(thresholds["alert"]),
         recipients=tuple(data.get("recipients", ())),
         source=str(path),
+        groups=tuple(
+            Group(
+                id=group["id"],
+                role=group["role"],
+                terms=tuple(_term(entry, weight=1.0) for entry in group["terms"]),
+                note=group.get("note", ""),
+            )
+            for group in data.get("groups", ())
+        ),
+        rules=tuple(
+            Rule(
+                id=rule["id"],
+                slots=tuple(tuple(slot) for slot in rule["slots"]),
+                window=int(rule.get("window", 1)),
+                weight=float(rule["weight"]),
+                note=rule.get("note", ""),
+                where=rule.get("where", "all"),
+                across_sentences=bool(rule.get("across_sentences", False)),
+            )
+            for rule in data.get("rules", ())
+        ),
+        bias=float(scoring.get("bias", 0.0)),
+        require=tuple(scoring.get("require", ())),
     )
     return profile, lines.line(("id",))
 
@@ -513,28 +460,67 @@ def _validator() -> Any:
     return jsonschema.Draft202012Validator(schema)
 
 
+def _problem(at: tuple[str | int, ...], path: Path, lines: _LineIndex, message: str) -> Problem:
+    line = lines.line(at)
+    return at, line, f"{path}:{line}: {_dotted(at)}: {message}"
+
+
 def _semantic_problems(data: dict[str, Any], path: Path, lines: _LineIndex) -> Iterator[Problem]:
-    """What the schema cannot say: thresholds in order, terms with words, no term twice."""
+    """What the schema cannot say: thresholds in order, terms with words, no term twice, rules that
+    name groups which exist."""
+    if "terms" not in data and "rules" not in data:
+        yield _problem((), path, lines, "a profile needs weighted terms, or groups and rules")
+    elif "terms" in data and "rules" in data:
+        yield _problem(("terms",), path, lines, "a profile of rules does not use weighted terms: drop one or the other")
     thresholds = data["thresholds"]
     if thresholds["alert"] < thresholds["tag"]:
-        at: tuple[str | int, ...] = ("thresholds", "alert")
-        line = lines.line(at)
-        yield at, line, f"{path}:{line}: {_dotted(at)}: below the tag threshold ({thresholds['tag']})"
-    first: dict[tuple[str, ...], tuple[int, int]] = {}
-    for index, entry in enumerate(data["terms"]):
+        yield _problem(("thresholds", "alert"), path, lines, f"below the tag threshold ({thresholds['tag']})")
+    # One spelling, one term: in a weighted profile two terms would count the same words twice; in
+    # groups a word would stand for two sides of the story at once.
+    first: dict[tuple[str, ...], tuple[int | str, int]] = {}
+    places: list[tuple[tuple[str | int, ...], int | str, dict[str, Any]]] = [
+        (("terms", index), index, entry) for index, entry in enumerate(data.get("terms", ()))
+    ]
+    for number, group in enumerate(data.get("groups", ())):
+        places.extend(
+            (("groups", number, "terms", index), group["id"], entry) for index, entry in enumerate(group["terms"])
+        )
+    for where, owner, entry in places:
         spellings = [("text", entry["text"])] + [
             (variant, value) for variant, value in enumerate(entry.get("variants", []))
         ]
         for place, value in spellings:
-            at = ("terms", index, place) if place == "text" else ("terms", index, "variants", place)
-            line = lines.line(at)
+            at = (*where, place) if place == "text" else (*where, "variants", place)
             tokens = term_key(value)
             if not tokens:
-                yield at, line, f"{path}:{line}: {_dotted(at)}: {value!r} has no word to match"
+                yield _problem(at, path, lines, f"{value!r} has no word to match")
                 continue
-            if tokens in first and first[tokens][0] != index:
+            if has_short_wildcard(value):
+                yield _problem(at, path, lines, f"{value!r}: a word ending in * needs at least 3 letters before it")
+            if tokens in first and first[tokens][0] != owner:
                 other, other_line = first[tokens]
-                message = f"{value!r} matches the same words as terms[{other}] at line {other_line}: merge them"
-                yield at, line, f"{path}:{line}: {_dotted(at)}: {message}"
+                named = f"terms[{other}]" if isinstance(other, int) else f"group {other!r}"
+                message = f"{value!r} matches the same words as {named} at line {other_line}: merge them"
+                yield _problem(at, path, lines, message)
             else:
-                first.setdefault(tokens, (index, line))
+                first.setdefault(tokens, (owner, lines.line(at)))
+    yield from _rule_problems(data, path, lines)
+
+
+def _rule_problems(data: dict[str, Any], path: Path, lines: _LineIndex) -> Iterator[Problem]:
+    groups = [group["id"] for group in data.get("groups", ())]
+    for index, group in enumerate(groups):
+        if group in groups[:index]:
+            yield _problem(("groups", index, "id"), path, lines, f"duplicate group id {group!r}")
+    rules = [rule["id"] for rule in data.get("rules", ())]
+    for index, rule in enumerate(data.get("rules", ())):
+        if rule["id"] in rules[:index]:
+            yield _problem(("rules", index, "id"), path, lines, f"duplicate rule id {rule['id']!r}")
+        for slot, members in enumerate(rule["slots"]):
+            for member, group in enumerate(members):
+                if group not in groups:
+                    at: tuple[str | int, ...] = ("rules", index, "slots", slot, member)
+                    yield _problem(at, path, lines, f"no group {group!r} (groups: {', '.join(groups) or 'none'})")
+    for index, rule_id in enumerate(data.get("scoring", {}).get("require", ())):
+        if rule_id not in rules:
+            yield _problem(("scoring", "require", index), path, lines, f"no rule {rule_id!r}")

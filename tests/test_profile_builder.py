@@ -9,7 +9,8 @@ import pytest
 import yaml  # type: ignore[import-untyped, unused-ignore]
 
 from pipeline.normalize import normalize_text
-from pipeline.profile_builder import STOP_WORDS, build_profile, dump_profile
+from pipeline.profile_builder import STOP_WORDS, build_profile, calibrate_draft, dump_profile
+from pipeline.profile_eval import Labelled
 from pipeline.settings import PROJECT_ROOT
 from pipeline.topics import SCHEMA_PATH, load_profile, match_profile, term_key
 
@@ -130,3 +131,21 @@ def test_max_terms_is_respected() -> None:
 def test_an_empty_report_is_refused() -> None:
     with pytest.raises(ValueError):
         build_profile("في من على", profile_id="empty", title="e")
+
+
+def test_thresholds_are_read_off_labelled_articles(built: dict[str, Any], tmp_path: Path) -> None:
+    path = tmp_path / "draft.yaml"
+    path.write_text(dump_profile(built), encoding="utf-8")
+    draft = load_profile(path)
+    report = SEED_REPORT.read_text(encoding="utf-8").splitlines()
+    articles = [
+        Labelled("r1", "", "\n".join(report[:6]), "relevant"),
+        Labelled("r2", "", "\n".join(report[6:12]), "relevant"),
+        Labelled("n1", "تجارة", "وقعت روسيا وإيران اتفاقا لزيادة التبادل التجاري وتصدير القمح عبر بحر قزوين.", "not"),
+        Labelled("n2", "طقس", "أمطار غزيرة في المدن الساحلية.", "not"),
+    ]
+    calibrated, before, after = calibrate_draft(built, draft, articles)
+    thresholds = calibrated["thresholds"]
+    assert (after.tag_threshold, after.alert_threshold) == (thresholds["tag"], thresholds["alert"])
+    assert after.tag.f1 == 1.0 and after.alert.precision == 1.0 and after.tag.f1 >= before.tag.f1
+    assert thresholds["tag"] <= thresholds["alert"]
