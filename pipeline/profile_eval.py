@@ -27,8 +27,8 @@ from typing import Any
 
 from elasticsearch import Elasticsearch
 
-from pipeline import index
 from pipeline.errors import ConfigError
+from pipeline.es import scan
 from pipeline.topics import Profile, explain, match_profile
 
 __all__ = [
@@ -304,7 +304,7 @@ def dry_run(
     query = {"range": {"published_at": {"gte": result.since}}}
     alert_now: dict[str, dict[str, Any]] = {}
     alert_new: dict[str, dict[str, Any]] = {}
-    for hit in index._scan(es, alias, query, DRY_RUN_FIELDS, page=1000):
+    for hit in scan(es, alias, query, DRY_RUN_FIELDS, page=1000):
         result.scanned += 1
         src = hit["_source"]
         stored = next((m for m in src.get("topic_matches") or [] if m.get("profile") == profile.id), None)
