@@ -3,23 +3,32 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import sys
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pipeline import cycle, index, log
+from pipeline import cli_alerts, cli_compare, cli_profile, cli_setup, cycle, index, log
+from pipeline.cli_common import (
+    DataOpt,
+    EsUrlOpt,
+    IndexOpt,
+    JsonOpt,
+    err,
+    fail,
+    load_profiles_checked,
+    open_index,
+    out,
+    progress_bar,
+    settings_from,
+)
 from pipeline.embedded import stop_recorded, usable_dir
 from pipeline.errors import ConfigError, IndexingError, PipelineError
 from pipeline.feeds import enabled_feeds, load_feeds
@@ -28,71 +37,19 @@ from pipeline.records import FeedConfig
 from pipeline.related import related
 from pipeline.retag import retag_all
 from pipeline.settings import Settings
-from pipeline.stages import open_index as open_index  # re-exported for the cli_* modules
-from pipeline.topics import Profile, load_profiles
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+app.add_typer(cli_profile.app, name="profile")
+app.add_typer(cli_alerts.app, name="alerts")
+app.add_typer(cli_compare.app, name="compare")
+app.add_typer(cli_setup.app, name="setup")
 
 SEED_QUERY = "سليماني موسكو روسيا إيران الأسد"
 DEMO_TIMEOUTS: dict[str, float] = {"connect_timeout": 2.0, "read_timeout": 2.0, "total_timeout": 15.0}
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
-EsUrlOpt = Annotated[str | None, typer.Option("--es-url", help="Elasticsearch URL [env ES_URL]; default: embedded.")]
-IndexOpt = Annotated[str | None, typer.Option("--es-index", help="Alias to search and write [env ES_INDEX].")]
-DataOpt = Annotated[Path | None, typer.Option("--data-dir", help="Local state directory [env DATA_DIR].")]
-
-
-def _settings(**overrides: Any) -> Settings:
-    return Settings.from_env(os.environ, **overrides)
-
-
-def load_profiles_checked(settings: Settings, profile_id: str | None) -> list[Profile]:
-    """The profiles; fails (exit 1) when ``profile_id`` names none of them.
-
-    Raises:
-        ConfigError: a profile file is invalid.
-    """
-    profiles = load_profiles(settings.profiles_dir)
-    if profile_id is not None and profile_id not in {p.id for p in profiles}:
-        _fail(f"no profile {profile_id!r} in {settings.profiles_dir}")
-    return profiles
-
-
-def _fail(message: str) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
-    raise typer.Exit(1)
-
-
-@contextmanager
-def _progress(enabled: bool) -> Iterator[cycle.Progress | None]:
-    """A progress bar on stderr while the block runs, when asked for and stderr is a terminal; yields
-    the callback to report progress with (None when there is no bar)."""
-    if not enabled or not sys.stderr.isatty():
-        yield None
-        return
-    bar = Progress(
-        TextColumn("{task.description:>9}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    )
-    tasks: dict[str, Any] = {}
-
-    def update(stage: str, done: int, total: int) -> None:
-        if stage not in tasks:
-            tasks[stage] = bar.add_task(stage, total=total)
-        bar.update(tasks[stage], completed=done, total=total)
-
-    with bar:
-        yield update
-
 
 def _run(settings: Settings, feeds: list[FeedConfig], *, as_json: bool) -> cycle.RunSummary:
-    with _progress(not as_json) as update, open_index(settings) as es:
+    with progress_bar(not as_json) as update, open_index(settings) as es:
         return cycle.run_cycle(settings, es, feeds, progress=update)
 
 
@@ -176,7 +133,7 @@ def run(
     """Run one full cycle over the feed list and exit."""
     log.configure(json=as_json or None)
     try:
-        settings = _settings(
+        settings = settings_from(
             feeds_file=feeds_file,
             es_url=es_url,
             es_index=es_index,
@@ -185,10 +142,10 @@ def run(
         )
         feeds = enabled_feeds(load_feeds(settings.feeds_file))
         if not feeds:
-            _fail(f"{settings.feeds_file}: no enabled feed")
+            fail(f"{settings.feeds_file}: no enabled feed")
         summary = _run(settings, feeds, as_json=as_json)
     except (ConfigError, IndexingError) as e:
-        _fail(str(e))
+        fail(str(e))
     print_summary(summary, as_json=as_json)
 
 
@@ -203,11 +160,11 @@ def demo(
     log.configure(json=as_json or None)
     with ExitStack() as stack:
         try:
-            base = _settings(data_dir=data_dir)
+            base = settings_from(data_dir=data_dir)
             # One demo at a time per DATA_DIR: each starts afresh and would delete the other's files.
             stack.enter_context(held(usable_dir(base.data_dir) / "demo.lock", what="the demo cannot start"))
         except PipelineError as e:
-            _fail(str(e))
+            fail(str(e))
         _demo(base, base.data_dir / "demo", as_json=as_json)
 
 
@@ -234,11 +191,11 @@ def _demo(base: Settings, demo_dir: Path, *, as_json: bool) -> None:
         with SiteServer() as site:
             site.resources = dict(build_site(site.base_url))
             feeds = [FeedConfig(**f) for f in demo_feeds(site.base_url)]
-            with _progress(not as_json) as update, open_index(settings) as es:
+            with progress_bar(not as_json) as update, open_index(settings) as es:
                 summary = cycle.run_cycle(settings, es, feeds, progress=update)
                 hits = index.search_articles(es, settings.es_index, SEED_QUERY, size=5)
     except PipelineError as e:
-        _fail(str(e))
+        fail(str(e))
     if as_json:
         print(
             json.dumps(
@@ -307,13 +264,13 @@ def search(
         raise typer.BadParameter("--sort must be best or newest")
     log.configure(json=as_json or None)
     try:
-        settings = _settings(es_url=es_url, es_index=es_index, data_dir=data_dir)
+        settings = settings_from(es_url=es_url, es_index=es_index, data_dir=data_dir)
         with open_index(settings) as es:
             if not es.indices.exists_alias(name=settings.es_index):
-                _fail(f"no index {settings.es_index!r} yet: run `python -m pipeline run` (or `demo`) first")
+                fail(f"no index {settings.es_index!r} yet: run `python -m pipeline run` (or `demo`) first")
             resp = index.search_articles(es, settings.es_index, query, size=limit, sort=sort, outlet=outlet)
     except (ConfigError, IndexingError) as e:
-        _fail(str(e))
+        fail(str(e))
     if as_json:
         print(json.dumps(_hits_json(resp), ensure_ascii=False, indent=2))
     else:
@@ -333,11 +290,11 @@ def related_cmd(
     similar stories."""
     log.configure(json=as_json or None)
     try:
-        settings = _settings(es_url=es_url, es_index=es_index, data_dir=data_dir)
+        settings = settings_from(es_url=es_url, es_index=es_index, data_dir=data_dir)
         with open_index(settings) as es:
             data = related(es, settings.es_index, article_id, similar=similar)
     except (ConfigError, IndexingError) as e:
-        _fail(str(e))
+        fail(str(e))
     if as_json:
         print(json.dumps(data, ensure_ascii=False, indent=2))
         return
@@ -374,14 +331,14 @@ def retag(
     """Re-tag the indexed articles in place after a profile changed (nothing is downloaded)."""
     log.configure(json=as_json or None)
     try:
-        settings = _settings(es_url=es_url, es_index=es_index, data_dir=data_dir)
+        settings = settings_from(es_url=es_url, es_index=es_index, data_dir=data_dir)
         profiles = load_profiles_checked(settings, profile_id)
-        with _progress(not as_json) as update, open_index(settings) as es:
+        with progress_bar(not as_json) as update, open_index(settings) as es:
             index.ensure_indices(es, settings.es_index)
             progress = (lambda done, total: update("retag", done, total)) if update else None
             summary = retag_all(es, settings.es_index, profiles, only=profile_id, progress=progress)
     except (ConfigError, IndexingError) as e:
-        _fail(str(e))
+        fail(str(e))
     if as_json:
         print(json.dumps(asdict(summary), ensure_ascii=False, indent=2))
         return
@@ -402,13 +359,13 @@ def feeds(
     """Per-feed health: last success, failures in a row, last error, moved feeds."""
     log.configure(json=as_json or None)
     try:
-        settings = _settings(es_url=es_url, es_index=es_index, data_dir=data_dir, feeds_file=feeds_file)
+        settings = settings_from(es_url=es_url, es_index=es_index, data_dir=data_dir, feeds_file=feeds_file)
         configured = load_feeds(settings.feeds_file)
         with open_index(settings) as es:
             index.ensure_indices(es, settings.es_index)
             states = index.load_feed_states(es, settings.es_index, [f.id for f in configured])
     except (ConfigError, IndexingError) as e:
-        _fail(str(e))
+        fail(str(e))
     rows: list[dict[str, Any]] = []
     for f in configured:
         s = states.get(f.id)
@@ -481,27 +438,18 @@ def standalone_cmd(
 
     log.configure(json=None)
     try:
-        settings = _settings(data_dir=data_dir)
+        settings = settings_from(data_dir=data_dir)
         with standalone(settings, demo=demo, port=port) as running:
             out.print(f"Airflow UI: [bold]{running.ui_url}[/bold] (no login on loopback)")
             out.print(f"search server: {running.es_url}   feeds: {running.feeds_file}")
             out.print(f"logs: {running.airflow_home / 'standalone.log'} — Ctrl-C stops everything")
             while running.process.poll() is None:
                 time.sleep(1)
-            _fail(f"airflow standalone exited with code {running.process.returncode}: see the log")
+            fail(f"airflow standalone exited with code {running.process.returncode}: see the log")
     except (Stopped, KeyboardInterrupt):
         err.print("stopping…")  # how standalone is meant to end: everything above has stopped
     except PipelineError as e:
-        _fail(str(e))
-
-
-# Sub-command groups live in their own modules (they import the helpers above, hence the late import).
-from pipeline import cli_alerts, cli_compare, cli_profile, cli_setup  # noqa: E402
-
-app.add_typer(cli_profile.app, name="profile")
-app.add_typer(cli_alerts.app, name="alerts")
-app.add_typer(cli_compare.app, name="compare")
-app.add_typer(cli_setup.app, name="setup")
+        fail(str(e))
 
 
 def main() -> None:

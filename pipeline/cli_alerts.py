@@ -2,32 +2,30 @@
 
 from __future__ import annotations
 
+import json
+from typing import Annotated, Any
+
 import typer
+from rich.markup import escape
 
-app: typer.Typer = typer.Typer(
-    help="Email alerts: list what was sent or is pending, resend a digest.", no_args_is_help=True
-)
-
-# After ``app``: pipeline.cli imports this module at its end and registers ``app`` (see there).
-import json  # noqa: E402
-from typing import Annotated, Any  # noqa: E402
-
-from rich.markup import escape  # noqa: E402
-
-from pipeline import alert_ops, log  # noqa: E402
-from pipeline.cli import (  # noqa: E402
+from pipeline import alert_ops, log
+from pipeline.cli_common import (
     DataOpt,
     EsUrlOpt,
     IndexOpt,
     JsonOpt,
-    _fail,
-    _settings,
+    fail,
     load_profiles_checked,
     open_index,
     out,
+    settings_from,
 )
-from pipeline.errors import AlertError, ConfigError, IndexingError  # noqa: E402
-from pipeline.topics import load_profiles  # noqa: E402
+from pipeline.errors import AlertError, ConfigError, IndexingError
+from pipeline.topics import load_profiles
+
+app: typer.Typer = typer.Typer(
+    help="Email alerts: list what was sent or is pending, resend a digest.", no_args_is_help=True
+)
 
 STATUSES = ("sent", "pending", "all")
 
@@ -50,12 +48,12 @@ def list_cmd(
         raise typer.BadParameter(f"--status must be one of {', '.join(STATUSES)}, not {status!r}")
     log.configure(json=as_json or None)
     try:
-        settings = _settings(es_url=es_url, es_index=es_index, data_dir=data_dir)
+        settings = settings_from(es_url=es_url, es_index=es_index, data_dir=data_dir)
         profiles = load_profiles_checked(settings, profile_id)
         with open_index(settings) as es:
             rows = alert_ops.list_alerts(settings, es, profiles, profile_id=profile_id, status=status, limit=limit)
     except (ConfigError, IndexingError) as e:
-        _fail(str(e))
+        fail(str(e))
     if as_json:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
         return
@@ -100,12 +98,12 @@ def resend_cmd(
             raise typer.BadParameter(f"--to {address!r} is not an email address")
     log.configure(json=as_json or None)
     try:
-        settings = _settings(es_url=es_url, es_index=es_index, data_dir=data_dir)
+        settings = settings_from(es_url=es_url, es_index=es_index, data_dir=data_dir)
         profiles = load_profiles(settings.profiles_dir)
         with open_index(settings) as es:
             result = alert_ops.resend(settings, es, profiles, key, to=to or ())
     except (ConfigError, IndexingError, AlertError) as e:
-        _fail(str(e))
+        fail(str(e))
     if as_json:
         print(json.dumps(result, ensure_ascii=False, indent=2))
         return

@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.markup import escape
+from rich.table import Table
 
-app: typer.Typer = typer.Typer(
-    help="Compare coverage across outlets: one story, or a whole topic.", no_args_is_help=True
+from pipeline import log
+from pipeline.cli_common import (
+    DataOpt,
+    EsUrlOpt,
+    IndexOpt,
+    JsonOpt,
+    err,
+    fail,
+    open_index,
+    out,
+    progress_bar,
+    settings_from,
 )
-
-# After `app`: pipeline.cli imports this module at its end, and must find `app` even when this module
-# was imported first.
-import json  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Annotated, Any  # noqa: E402
-
-from rich.markup import escape  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from pipeline import log  # noqa: E402
-from pipeline.cli import DataOpt, EsUrlOpt, IndexOpt, JsonOpt, _fail, _progress, _settings, err, open_index, out  # noqa: E402
-from pipeline.compare import (  # noqa: E402
+from pipeline.compare import (
     SAMPLE_PER_OUTLET,
     STORY_WINDOW_HOURS,
     TOP_CLUSTERS,
@@ -30,9 +34,13 @@ from pipeline.compare import (  # noqa: E402
     format_lag,
     parse_when,
 )
-from pipeline.compare_terms import PRIOR_SCALE  # noqa: E402
-from pipeline.errors import ConfigError, IndexingError  # noqa: E402
-from pipeline.topics import load_profiles  # noqa: E402
+from pipeline.compare_terms import PRIOR_SCALE
+from pipeline.errors import ConfigError, IndexingError
+from pipeline.topics import load_profiles
+
+app: typer.Typer = typer.Typer(
+    help="Compare coverage across outlets: one story, or a whole topic.", no_args_is_help=True
+)
 
 HtmlOpt = Annotated[
     Path | None, typer.Option("--html", help="Also write a self-contained right-to-left HTML report here.")
@@ -44,7 +52,7 @@ def _write_html(path: Path, text: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
     except OSError as e:
-        _fail(f"cannot write {path}: {e}")
+        fail(f"cannot write {path}: {e}")
     err.print(f"wrote {path}", highlight=False)
 
 
@@ -64,11 +72,11 @@ def story(
     headline, what each version added to or dropped from the earliest one, and who did not carry it."""
     log.configure(json=as_json or None)
     try:
-        settings = _settings(es_url=es_url, es_index=es_index, data_dir=data_dir)
+        settings = settings_from(es_url=es_url, es_index=es_index, data_dir=data_dir)
         with open_index(settings) as es:
             data = compare_story(es, settings.es_index, ref, window_hours=window_hours)
     except (ConfigError, IndexingError) as e:
-        _fail(str(e))
+        fail(str(e))
     if html is not None:
         from pipeline.compare_report import story_html
 
@@ -135,9 +143,9 @@ def topic(
         raise typer.BadParameter(f"--since/--until: {e}") from None
     chosen = [o.strip() for o in outlets.split(",") if o.strip()] if outlets else None
     try:
-        settings = _settings(es_url=es_url, es_index=es_index, data_dir=data_dir)
+        settings = settings_from(es_url=es_url, es_index=es_index, data_dir=data_dir)
         title = next((p.title for p in load_profiles(settings.profiles_dir) if p.id == profile_id), None)
-        with _progress(not as_json) as update, open_index(settings) as es:
+        with progress_bar(not as_json) as update, open_index(settings) as es:
             data = compare_topic(
                 es,
                 settings.es_index,
@@ -153,9 +161,9 @@ def topic(
             )
     except NoCoverage as e:
         known = "" if title else f" (no profile {profile_id!r} in {settings.profiles_dir} either)"
-        _fail(f"{e}{known}")
+        fail(f"{e}{known}")
     except (ConfigError, IndexingError) as e:
-        _fail(str(e))
+        fail(str(e))
     data["profile_title"] = title
     if html is not None:
         from pipeline.compare_report import topic_html

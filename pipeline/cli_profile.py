@@ -2,45 +2,43 @@
 
 from __future__ import annotations
 
+import json
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.markup import escape
+from rich.table import Table
 
-app: typer.Typer = typer.Typer(
-    help="Topic profiles: build one from a report, explain a tag, test one on labelled articles or the index.",
-    no_args_is_help=True,
-)
-
-# After ``app``: pipeline.cli imports this module at its end and registers ``app`` (see there).
-import json  # noqa: E402
-import re  # noqa: E402
-from datetime import UTC, datetime  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Annotated, Any  # noqa: E402
-
-from rich.markup import escape  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from pipeline import index, log  # noqa: E402
-from pipeline.cli import (  # noqa: E402
+from pipeline import index, log
+from pipeline.cli_common import (
     DataOpt,
     EsUrlOpt,
     IndexOpt,
     JsonOpt,
-    _fail,
-    _progress,
-    _settings,
     err,
+    fail,
     open_index,
     out,
+    progress_bar,
+    settings_from,
 )
-from pipeline.errors import ConfigError, IndexingError  # noqa: E402
-from pipeline.profile_eval import (  # noqa: E402
+from pipeline.errors import ConfigError, IndexingError
+from pipeline.profile_eval import (
     LabelledReport,
     dry_run,
     evaluate_profile,
     load_labelled,
     parse_period,
 )
-from pipeline.topics import Profile, explain, load_profile, load_profiles  # noqa: E402
+from pipeline.topics import Profile, explain, load_profile, load_profiles
+
+app: typer.Typer = typer.Typer(
+    help="Topic profiles: build one from a report, explain a tag, test one on labelled articles or the index.",
+    no_args_is_help=True,
+)
 
 LabelsOpt = Annotated[
     Path | None,
@@ -73,24 +71,24 @@ def build_cmd(
             param_hint="--id",
         )
     if output.exists() and not force:
-        _fail(f"{output} exists: choose another file or pass --force")
+        fail(f"{output} exists: choose another file or pass --force")
     try:
         text = report.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        _fail(f"cannot read {report}: {e}")
+        fail(f"cannot read {report}: {e}")
     try:
         articles = load_labelled(labels) if labels is not None else None
         mapping = build_profile(text, profile_id=chosen_id, title=title or output.stem, max_terms=max_terms)
     except ConfigError as e:
-        _fail(str(e))
+        fail(str(e))
     except ValueError as e:
-        _fail(str(e))
+        fail(str(e))
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(dump_profile(mapping), encoding="utf-8")
     try:
         draft = load_profile(output)
     except ConfigError as e:  # a draft the schema refuses is a bug of the builder: say so plainly
-        _fail(f"the draft written to {output} does not load: {e}")
+        fail(f"the draft written to {output} does not load: {e}")
     figures: dict[str, Any] = {}
     if articles is not None:
         from pipeline.profile_builder import calibrate_draft
@@ -131,10 +129,10 @@ def explain_cmd(
     and the score against the thresholds."""
     log.configure(json=as_json or None)
     try:
-        settings = _settings(es_url=es_url, es_index=es_index, data_dir=data_dir)
+        settings = settings_from(es_url=es_url, es_index=es_index, data_dir=data_dir)
         profiles = [p for p in load_profiles(settings.profiles_dir) if profile_id in (None, p.id)]
         if not profiles:
-            _fail(
+            fail(
                 f"no profile {profile_id!r} in {settings.profiles_dir}"
                 if profile_id
                 else f"no profile in {settings.profiles_dir}"
@@ -142,7 +140,7 @@ def explain_cmd(
         with open_index(settings) as es:
             doc = index.get_article(es, settings.es_index, article_id, ["title", "body", "outlet"])
     except (ConfigError, IndexingError) as e:
-        _fail(str(e))
+        fail(str(e))
     reports = [explain(p, title=doc.get("title", ""), body=doc.get("body", "")) for p in profiles]
     if as_json:
         print(json.dumps({"article": article_id, "profiles": reports}, ensure_ascii=False, indent=2))
@@ -233,11 +231,11 @@ def test_cmd(
         raise typer.BadParameter("give either --labels DIR or --since PERIOD")
     log.configure(json=as_json or None)
     try:
-        settings = _settings(es_url=es_url, es_index=es_index, data_dir=data_dir)
+        settings = settings_from(es_url=es_url, es_index=es_index, data_dir=data_dir)
         tested, installed = _profile_to_test(profile, settings.profiles_dir)
         if labels is not None:
             articles = load_labelled(labels)
-            with _progress(not as_json) as update:
+            with progress_bar(not as_json) as update:
                 progress = (lambda done, total: update("test", done, total)) if update else None
                 report = evaluate_profile(tested, articles, progress=progress)
             _print_labelled(report, labels, as_json=as_json)
@@ -250,7 +248,7 @@ def test_cmd(
         with open_index(settings) as es:
             result = dry_run(es, settings.es_index, tested, since=start, installed=installed)
     except (ConfigError, IndexingError) as e:
-        _fail(str(e))
+        fail(str(e))
     if as_json:
         print(json.dumps(result.as_dict(), ensure_ascii=False, indent=2))
         return

@@ -9,12 +9,11 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-app: typer.Typer = typer.Typer(help="Install the index template, the indices and Kibana's saved objects.")
+from pipeline import deploy, log
+from pipeline.cli_common import DataOpt, EsUrlOpt, IndexOpt, JsonOpt, fail, open_index, out, settings_from
+from pipeline.errors import PipelineError
 
-# After ``app``: pipeline.cli imports this module at its end and registers ``app`` (see there).
-from pipeline import deploy, log  # noqa: E402
-from pipeline.cli import DataOpt, EsUrlOpt, IndexOpt, JsonOpt, _fail, _settings, open_index, out  # noqa: E402
-from pipeline.errors import PipelineError  # noqa: E402
+app: typer.Typer = typer.Typer(help="Install the index template, the indices and Kibana's saved objects.")
 
 
 @app.callback(invoke_without_command=True, subcommand_metavar="")
@@ -57,7 +56,7 @@ def setup(
     saved objects. Idempotent: run it again after an upgrade."""
     log.configure(json=as_json or None)
     try:
-        settings = _settings(es_url=es_url, es_index=es_index, data_dir=data_dir)
+        settings = settings_from(es_url=es_url, es_index=es_index, data_dir=data_dir)
         key_name = f"{settings.es_index}-pipeline-{datetime.now(UTC):%Y%m%dT%H%M%SZ}" if create_api_key else None
         with open_index(settings) as es:
             report = deploy.setup(
@@ -71,7 +70,7 @@ def setup(
                 api_key_name=key_name,
             )
     except PipelineError as e:
-        _fail(str(e))
+        fail(str(e))
     if as_json:
         print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
         return

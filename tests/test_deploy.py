@@ -385,6 +385,8 @@ def test_setup_installs_indices_through_index_ensure_indices(
         f"{alias}-feeds",
         f"{alias}-seen",
         f"{alias}-alerts",
+        f"{alias}-lsh",
+        f"{alias}-journal",
     ]
 
 
