@@ -24,34 +24,11 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from pathlib import Path
-from typing import TYPE_CHECKING
-from urllib.parse import parse_qs, unquote, urlsplit
 
-from pipeline.errors import AlertError, ConfigError, MailServerUnreachable
+from pipeline.errors import AlertError, MailServerUnreachable
+from pipeline.settings import Settings, SmtpTarget, parse_smtp_url
 
-if TYPE_CHECKING:
-    from pipeline.settings import Settings
-
-__all__ = ["Delivery", "SmtpTarget", "deliver", "parse_smtp_url", "redact_smtp_url", "write_outbox"]
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
-
-
-@dataclass(frozen=True, slots=True)
-class SmtpTarget:
-    host: str
-    port: int
-    user: str | None = None
-    password: str | None = None
-    starttls: bool = False
-    implicit_tls: bool = False
-    cafile: str | None = None
-
-    @property
-    def server(self) -> str:
-        """``host:port`` for messages and logs (never the credentials)."""
-        return f"{self.host}:{self.port}"
+__all__ = ["Delivery", "deliver", "write_outbox"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,51 +38,6 @@ class Delivery:
     where: str
     accepted: tuple[str, ...]
     refused: dict[str, str]  # address → the server's answer, when some recipients were refused
-
-
-def parse_smtp_url(url: str) -> SmtpTarget:
-    """Read ``SMTP_URL``.
-
-    Raises:
-        ConfigError: not smtp:// or smtps://, no host, a bad port or a bad option.
-    """
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in ("smtp", "smtps"):
-        raise ConfigError(f"SMTP_URL must start with smtp:// or smtps://, not {redact_smtp_url(url)!r}")
-    if not parts.hostname:
-        raise ConfigError(f"SMTP_URL has no host: {redact_smtp_url(url)!r}")
-    try:
-        port = parts.port or (465 if scheme == "smtps" else 25)
-    except ValueError:
-        raise ConfigError(f"SMTP_URL has a bad port: {redact_smtp_url(url)!r}") from None
-    options = {key: values[-1] for key, values in parse_qs(parts.query, keep_blank_values=True).items()}
-    unknown = set(options) - {"starttls", "cafile"}
-    if unknown:
-        raise ConfigError(f"SMTP_URL: unknown option(s) {', '.join(sorted(unknown))} (known: starttls, cafile)")
-    flag = options.get("starttls", "0").strip().lower()
-    if flag not in _TRUE | _FALSE:
-        raise ConfigError(f"SMTP_URL: starttls must be 0 or 1, not {flag!r}")
-    starttls = flag in _TRUE
-    if starttls and scheme == "smtps":
-        raise ConfigError("SMTP_URL: smtps:// is TLS already; starttls=1 is for smtp://")
-    cafile = options.get("cafile") or None
-    if cafile is not None and not Path(cafile).is_file():
-        raise ConfigError(f"SMTP_URL: cafile {cafile} is not a file")
-    return SmtpTarget(
-        host=parts.hostname,
-        port=port,
-        user=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password is not None else None,
-        starttls=starttls,
-        implicit_tls=scheme == "smtps",
-        cafile=cafile,
-    )
-
-
-def redact_smtp_url(url: str) -> str:
-    """``url`` with its password masked, for logs and error messages."""
-    return re.sub(r"^([a-zA-Z]+://[^:/@]*):[^@/]*@", r"\1:***@", url)
 
 
 def deliver(settings: Settings, message: EmailMessage) -> Delivery:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from pipeline.errors import ConfigError
 
@@ -15,9 +17,9 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 def _bool(value: str, name: str) -> bool:
     lowered = value.strip().lower()
-    if lowered in {"1", "true", "yes", "on"}:
+    if lowered in _TRUE:
         return True
-    if lowered in {"0", "false", "no", "off", ""}:
+    if lowered in _FALSE:
         return False
     raise ConfigError(f"{name} must be 0 or 1, not {value!r}")
 
@@ -36,8 +38,73 @@ def _float(value: str, name: str) -> float:
         raise ConfigError(f"{name} must be a number, not {value!r}") from None
 
 
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
 def _csv(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpTarget:
+    host: str
+    port: int
+    user: str | None = None
+    password: str | None = None
+    starttls: bool = False
+    implicit_tls: bool = False
+    cafile: str | None = None
+
+    @property
+    def server(self) -> str:
+        """``host:port`` for messages and logs (never the credentials)."""
+        return f"{self.host}:{self.port}"
+
+
+def parse_smtp_url(url: str) -> SmtpTarget:
+    """Read ``SMTP_URL``.
+
+    Raises:
+        ConfigError: not smtp:// or smtps://, no host, a bad port or a bad option.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("smtp", "smtps"):
+        raise ConfigError(f"SMTP_URL must start with smtp:// or smtps://, not {redact_smtp_url(url)!r}")
+    if not parts.hostname:
+        raise ConfigError(f"SMTP_URL has no host: {redact_smtp_url(url)!r}")
+    try:
+        port = parts.port or (465 if scheme == "smtps" else 25)
+    except ValueError:
+        raise ConfigError(f"SMTP_URL has a bad port: {redact_smtp_url(url)!r}") from None
+    options = {key: values[-1] for key, values in parse_qs(parts.query, keep_blank_values=True).items()}
+    unknown = set(options) - {"starttls", "cafile"}
+    if unknown:
+        raise ConfigError(f"SMTP_URL: unknown option(s) {', '.join(sorted(unknown))} (known: starttls, cafile)")
+    flag = options.get("starttls", "0").strip().lower()
+    if flag not in _TRUE | _FALSE:
+        raise ConfigError(f"SMTP_URL: starttls must be 0 or 1, not {flag!r}")
+    starttls = flag in _TRUE
+    if starttls and scheme == "smtps":
+        raise ConfigError("SMTP_URL: smtps:// is TLS already; starttls=1 is for smtp://")
+    cafile = options.get("cafile") or None
+    if cafile is not None and not Path(cafile).is_file():
+        raise ConfigError(f"SMTP_URL: cafile {cafile} is not a file")
+    return SmtpTarget(
+        host=parts.hostname,
+        port=port,
+        user=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password is not None else None,
+        starttls=starttls,
+        implicit_tls=scheme == "smtps",
+        cafile=cafile,
+    )
+
+
+def redact_smtp_url(url: str) -> str:
+    """``url`` with its password masked, for logs and error messages."""
+    return re.sub(r"^([a-zA-Z]+://[^:/@]*):[^@/]*@", r"\1:***@", url)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,8 +250,6 @@ class Settings:
             if address.count("@") != 1 or " " in address or address.startswith("@") or address.endswith("@"):
                 raise ConfigError(f"ALERT_TO holds {address!r}: list plain addresses, comma-separated")
         if self.smtp_url is not None:
-            from pipeline.mailer import parse_smtp_url  # mailer needs Settings: imported here, not at the top
-
             parse_smtp_url(self.smtp_url)
         return self
 
@@ -199,8 +264,6 @@ class Settings:
             if f.name in {"es_api_key", "es_password"} and value:
                 value = "***"
             elif f.name == "smtp_url" and value:
-                from pipeline.mailer import redact_smtp_url
-
                 value = redact_smtp_url(value)
             out[f.name] = str(value) if isinstance(value, Path) else value
         return out

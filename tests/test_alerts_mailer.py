@@ -16,8 +16,8 @@ from smtp_server import RecordingSmtp, self_signed
 from pipeline.digest import Copy, Digest, Story, build_message
 from pipeline.embedded import free_port
 from pipeline.errors import AlertError, ConfigError, MailServerUnreachable
-from pipeline.mailer import deliver, parse_smtp_url, redact_smtp_url
-from pipeline.settings import Settings
+from pipeline.mailer import deliver
+from pipeline.settings import Settings, parse_smtp_url, redact_smtp_url
 
 NOW = datetime(2026, 11, 24, 13, 0, tzinfo=UTC)
 
