@@ -6,7 +6,7 @@ is normalised (:func:`pipeline.normalize.normalize_text`: hamza and alef forms, 
 maqsura, diacritics, tatweel), loses an attached conjunction or preposition (``وال`` ``بال`` ``لل``
 always, when a word is left; ``و`` ``ف`` ``ب`` ``ل`` ``ك`` only when what is left is clearly the more
 common word, so ``وقال`` → ``قال`` but ``وزير`` stays) and is reduced to its Snowball stem the way
-topic matching does it (:func:`pipeline.topics.stem_key`). Stop words (the profile builder's list of
+topic matching does it (:mod:`pipeline.lexicon`). Stop words (the profile builder's list of
 function words, reporting verbs, time words and newsroom boilerplate, with or without a clitic) and
 one-letter words are dropped and break phrases. A *term* is a stem or a pair of adjacent stems in one
 clause, so ``التدخل الروسي`` counts as a phrase beside its two words.
@@ -41,9 +41,8 @@ from typing import Any
 
 import wordfreq  # type: ignore[import-untyped, unused-ignore]
 
+from pipeline.lexicon import ARTICLE, CLITIC_PREFIXES, STOP_WORDS, stem, strip_article
 from pipeline.normalize import ARABIC_MARKS, normalize_text
-from pipeline.profile_builder import STOP_WORDS
-from pipeline.topics import CLITIC_PREFIXES, stem_key
 
 __all__ = [
     "MIN_DOCS",
@@ -78,7 +77,6 @@ _STOP = STOP_WORDS | _EXTRA_STOP
 _CLEAN = str.maketrans(dict.fromkeys(ARABIC_MARKS + "\u0640\u200b\u200c\u200d\u200e\u200f\u00ad\ufeff"))
 _CLAUSE = re.compile(r"[.,،;؛:!?؟\"«»()\[\]{}\n/|…\-–—_*]+")
 _WORD = re.compile(r"[^\W\d_]+")
-_ARTICLE = "ال"
 _CLEARLY_COMMONER = 0.3  # zipf units, as the profile builder uses
 
 
@@ -92,20 +90,20 @@ def _bare(word: str) -> tuple[str, str]:
     """A normalised word without its attached conjunction/preposition, and the prefix taken off
     (``والجيش`` → ``الجيش``, ``للتدخل`` → ``التدخل``, ``وقال`` → ``قال``; ``وزير`` stays)."""
     for prefix in CLITIC_PREFIXES:
-        if prefix == _ARTICLE or not word.startswith(prefix):
+        if prefix == ARTICLE or not word.startswith(prefix):
             continue
         rest = word[len(prefix) :]
-        if prefix.endswith((_ARTICLE, "لل")):
+        if prefix.endswith((ARTICLE, "لل")):
             # An article-bearing prefix: unambiguous as long as a real word is left.
             if len(rest) >= 2:
-                return _ARTICLE + rest, prefix
+                return ARTICLE + rest, prefix
             continue
         if len(rest) >= 3 and _zipf(rest) >= _zipf(word) + _CLEARLY_COMMONER:
             return rest, prefix
     return word, ""
 
 
-_PLAIN_PREFIXES = tuple(p for p in CLITIC_PREFIXES if not p.endswith((_ARTICLE, "لل")))
+_PLAIN_PREFIXES = tuple(p for p in CLITIC_PREFIXES if not p.endswith((ARTICLE, "لل")))
 
 
 def _is_stop(normal: str, bare: str) -> bool:
@@ -128,12 +126,12 @@ def _token(surface: str) -> tuple[str, str] | None:
     if len(surface) != len(normal):
         display = bare
     elif prefix.endswith("لل"):
-        display = _ARTICLE + surface[len(prefix) :]  # ل + ال is written لل: the article comes back
-    elif prefix.endswith(_ARTICLE):
+        display = ARTICLE + surface[len(prefix) :]  # ل + ال is written لل: the article comes back
+    elif prefix.endswith(ARTICLE):
         display = surface[len(prefix) - 2 :]
     else:
         display = surface[len(prefix) :]
-    return stem_key(bare)[1:], display
+    return stem(strip_article(bare)), display
 
 
 def _terms_of(text: str) -> Iterable[tuple[str, str]]:

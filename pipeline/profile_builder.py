@@ -49,10 +49,10 @@ from typing import Any
 import wordfreq  # type: ignore[import-untyped, unused-ignore]
 import yaml  # type: ignore[import-untyped, unused-ignore]
 
+from pipeline.lexicon import CLITIC_PREFIXES, STOP_WORDS
 from pipeline.normalize import ARABIC_MARKS, normalize_text
 from pipeline.profile_eval import Labelled, LabelledReport, calibrate, evaluate_profile
 from pipeline.topics import (
-    CLITIC_PREFIXES,
     MAX_SCORE,
     NAME_KINDS,
     Profile,
@@ -81,29 +81,6 @@ MIN_WEIGHT = 0.5
 MAX_VARIANTS = 10
 NAME_BOOST = 1.5  # people, organisations and places outrank other words of equal tf and rarity
 MAX_KEYWORD_ZIPF = 5.8  # a single word at least this common is never a term
-
-# Function words, auxiliaries, reporting verbs, time words and newsroom boilerplate. Written
-# plainly; compared as match keys (normalised, article off).
-_STOP_TEXT = """
-في من على الى إلى عن مع بين حتى منذ خلال عبر نحو لدى عند قبل بعد أمام خلف فوق تحت دون ضد حول
-و ف ثم أو أم بل لكن لكنه غير سوى إلا الا إن أن ان إنه أنه انه إنها أنها لأن كي لكي لم لن لا ما ماذا
-هل قد لقد كان كانت كانوا يكون تكون يكن ليس ليست صار صارت أصبح اصبح ظل يزال تزال مازال
-هو هي هم هن هما أنا نحن أنت انت أنتم انتم هذا هذه ذلك تلك هذان هؤلاء أولئك الذي التي الذين اللذين اللتين
-اللواتي مما ممن كما كيف كيفية أين متى لماذا إذ إذا اذا لو لولا كل بعض جميع الجميع أي أيضا ايضا
-فقط حين حيث بينما كلما عدة عدد مزيد مزيدا أكثر اكثر أقل اقل أعلى اعلى أول اول ثاني ثانية أخرى اخرى آخر آخرين
-جدا جنبا جانب إطار اطار بشأن حيال إزاء وفق وفقا طبقا بناء إضافة بالإضافة الإضافة عليه عليها عليهم له لها
-لهم به بها بهم منه منها منهم فيه فيها فيهم إليه إليها اليه اليها عنه عنها معه معها هناك هنا الآن الان
-يوم اليوم أمس غدا الشهر شهر الأسبوع أسبوع العام عام السنة سنة السنوات سنوات الماضي الماضية المقبل المقبلة
-الحالي الحالية حاليا الأربع الثلاث ثلاثة أربعة خمسة آلاف ألف مئات المئات عشرات بضعة بضع
-يناير فبراير مارس أبريل ابريل مايو يونيو يوليو أغسطس اغسطس سبتمبر أكتوبر اكتوبر نوفمبر ديسمبر
-قال قالت يقول تقول قوله قولها أضاف أضافت ذكر ذكرت أكد أكدت يؤكد يشير تشير أشار أشارت نقل نقلت
-تنقل ينقل تنسب ينسب أفاد أفادت أعلن أعلنت زعم يمكن تم يتم جاء جاءت شرط تضمن تضمنت يشمل
-وكالة الوكالة الأنباء أنباء مصادر مصدر المصادر تقرير التقرير مسؤول المسؤول مسؤولين المسؤولين كبار كبير
-رفيعة رفيع المستوى مستوى مستوياته عليا الأعلى العليا بعضهم الأمور منطقة المنطقة
-رويترز برس الأناضول أسوشيتد
-"""
-# Normalised, article kept: "الله" must not become the stop word "له".
-STOP_WORDS = frozenset(normalize_text(word) for word in _STOP_TEXT.split())
 
 
 def _match_key(text: str) -> tuple[str, ...]:

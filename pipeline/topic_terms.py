@@ -21,12 +21,10 @@ from __future__ import annotations
 
 import functools
 import re
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import Stemmer  # type: ignore[import-not-found, unused-ignore]
-
+from pipeline.lexicon import ARTICLE, CLITIC_PREFIXES, MIN_REMAINDER, stem, strip_article
 from pipeline.normalize import normalize_text
 
 __all__ = [
@@ -73,44 +71,6 @@ BREAKS = frozenset('.!?;:"()[]')
 SENTENCE_ENDS = frozenset(".!?;")
 _TOKEN = re.compile(r"\w+|[.!?;:\"()\[\]]")
 _SPELLING = re.compile(r"\w+\*?")
-_ARTICLE = "ال"
-MIN_REMAINDER = 2  # a clitic is only taken off a token that keeps at least two letters
-
-
-def _clitic_prefixes() -> tuple[str, ...]:
-    # Conjunction, then preposition, then article, each optional. Longest first.
-    found: set[str] = set()
-    for conjunction in ("", "و", "ف"):
-        for preposition in ("", "ب", "ك", "ل"):
-            for article in ("", _ARTICLE):
-                # ل + ال is written لل.
-                prefix = conjunction + ("لل" if preposition == "ل" and article else preposition + article)
-                if prefix:
-                    found.add(prefix)
-    return tuple(sorted(found, key=lambda prefix: (-len(prefix), prefix)))
-
-
-CLITIC_PREFIXES = _clitic_prefixes()
-
-_stemmer_lock = threading.Lock()
-_stemmer = Stemmer.Stemmer("arabic")
-
-
-def _stem(bare: str) -> str:
-    # normalize_text folds ة into ه, which the Snowball stemmer reads as a pronoun and keeps; it
-    # also strips prefixes differently with and without the article. Giving it the article and
-    # the ta marbuta back makes غارة, غارات and الغارات (and روسية, الروسي, روس) agree.
-    if len(bare) > 3 and bare.endswith("ه"):
-        bare = bare[:-1] + "ة"
-    with _stemmer_lock:  # a Stemmer object is not safe to share between threads
-        stem: str = _stemmer.stemWord(_ARTICLE + bare)
-    return stem
-
-
-def _strip_article(token: str) -> str:
-    if token.startswith(_ARTICLE) and len(token.rstrip("*")) - 2 >= MIN_REMAINDER:
-        return token[2:]
-    return token
 
 
 def _bare_forms(token: str) -> list[str]:
@@ -131,8 +91,8 @@ def token_forms(token: str) -> tuple[str, ...]:
     forms = _bare_forms(token)
     keys = dict.fromkeys(forms)
     for form in forms:
-        if not form.startswith(_ARTICLE):
-            keys["~" + _stem(form)] = None
+        if not form.startswith(ARTICLE):
+            keys["~" + stem(form)] = None
     return tuple(keys)
 
 
@@ -141,7 +101,7 @@ def _wildcard_keys(token: str) -> list[str]:
     return [
         form[:length] + "*"
         for form in _bare_forms(token)
-        if not form.startswith(_ARTICLE) or len(form) - 2 < MIN_REMAINDER
+        if not form.startswith(ARTICLE) or len(form) - 2 < MIN_REMAINDER
         for length in range(MIN_WILDCARD, len(form) + 1)
     ]
 
@@ -153,16 +113,16 @@ def term_tokens(text: str) -> list[str]:
 
 def term_key(text: str) -> tuple[str, ...]:
     """The words a term or variant matches on: its normalised tokens without their article."""
-    return tuple(_strip_article(token) for token in term_tokens(text))
+    return tuple(strip_article(token) for token in term_tokens(text))
 
 
 def stem_key(token: str) -> str:
     """The stem key a keyword token matches by (``~`` + Snowball stem of the bare word)."""
-    return "~" + _stem(_strip_article(token))
+    return "~" + stem(strip_article(token))
 
 
 def _slot(token: str, *, stem: bool) -> frozenset[str]:
-    bare = _strip_article(token)
+    bare = strip_article(token)
     if bare.endswith("*"):
         return frozenset({bare})
     return frozenset({bare, stem_key(token)} if stem else {bare})
@@ -175,7 +135,7 @@ def text_tokens(text: str) -> list[str]:
 
 def has_short_wildcard(text: str) -> bool:
     """Whether a spelling has a word with a final ``*`` and fewer than :data:`MIN_WILDCARD` letters."""
-    return any(token.endswith("*") and len(_strip_article(token)) - 1 < MIN_WILDCARD for token in term_tokens(text))
+    return any(token.endswith("*") and len(strip_article(token)) - 1 < MIN_WILDCARD for token in term_tokens(text))
 
 
 # --- the compiled matcher -----------------------------------------------------------------------
