@@ -7,7 +7,6 @@ bucket store that finds candidates is ``lsh.py``.
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -16,7 +15,7 @@ from typing import Any
 
 from elasticsearch import Elasticsearch
 
-from pipeline import index, lsh
+from pipeline import index, log, lsh
 from pipeline.cluster import (
     Assignment,
     Fingerprint,
@@ -30,7 +29,7 @@ from pipeline.cluster import (
     sketch,
 )
 from pipeline.es import BulkResult, bulk_write, get_many
-from pipeline.records import Article
+from pipeline.records import Article, parse_iso
 
 # Candidates whose estimated similarity falls this far below the threshold are not worth an exact check
 # (the estimate from 192 permutations has a standard error of about 0.035).
@@ -46,10 +45,6 @@ class Clustered:
     # Candidates whose article was not indexed yet (another worker between filing and indexing it) →
     # the new articles to compare them with once ours are indexed.
     pending: Mapping[str, frozenset[str]] = field(default_factory=dict)
-
-
-def _when(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def _print(article: Article) -> Fingerprint:
@@ -72,7 +67,7 @@ class _Checker:
     def close(self, article_id: str, doc: Mapping[str, Any]) -> bool:
         if not doc.get("minhash") or not doc.get("published_at"):
             return False
-        if not self.in_window(article_id, _when(doc["published_at"]).timestamp()):
+        if not self.in_window(article_id, parse_iso(doc["published_at"]).timestamp()):
             return False
         return estimated_similarity(self.prints[article_id], Fingerprint((), doc["minhash"])) >= (
             self.threshold - ESTIMATE_MARGIN
@@ -80,20 +75,6 @@ class _Checker:
 
     def same_story(self, article_id: str, other: frozenset[str]) -> bool:
         return similarity(self.grams[article_id], other) >= self.threshold
-
-
-class _Laps:
-    """Wall time per stage, added into ``out`` when given (benchmarks, run summaries)."""
-
-    def __init__(self, out: dict[str, float] | None) -> None:
-        self.out = out
-        self.last = time.perf_counter()
-
-    def lap(self, stage: str) -> None:
-        now = time.perf_counter()
-        if self.out is not None:
-            self.out[stage] = self.out.get(stage, 0.0) + now - self.last
-        self.last = now
 
 
 def cluster_articles(
@@ -107,7 +88,7 @@ def cluster_articles(
 ) -> Clustered:
     """Assign clusters to ``articles`` (not yet indexed) against each other and the index. ``timings``
     receives the seconds spent per stage."""
-    laps = _Laps(timings)
+    laps = log.Laps(timings)
     check = _Checker(articles, threshold=threshold, window_days=window_days)
     by_id = check.by_id
     # In filing order: when the batch crowds a bucket, its earliest articles are the ones filed there.
@@ -159,7 +140,7 @@ def cluster_articles(
     for article_id, other in close:
         if check.same_story(article_id, shingles(bodies.get(other, {}).get("body", ""))):
             joins.append((article_id, docs[other]["cluster_id"]))
-            cluster_heads[docs[other]["cluster_id"]] = _when(docs[other]["published_at"])
+            cluster_heads[docs[other]["cluster_id"]] = parse_iso(docs[other]["published_at"])
     laps.lap("check")
     # An article taken again after an update stays in the cluster it had.
     previous = get_many(es, alias, list(by_id), fields=["cluster_id"])
@@ -169,7 +150,7 @@ def cluster_articles(
     # The heads' own publication times (the candidates may be later members of their clusters).
     heads = get_many(es, alias, sorted({c for _, c in joins}), fields=["published_at"])
     for cluster_id, src in heads.items():
-        cluster_heads[cluster_id] = _when(src["published_at"])
+        cluster_heads[cluster_id] = parse_iso(src["published_at"])
     for article_id, cluster_id in joins:
         cluster_heads.setdefault(cluster_id, by_id[article_id].published_at)  # head gone: keep the link anyway
 
@@ -229,11 +210,11 @@ def reconcile(
                 links.append((ours.cluster_id, doc["cluster_id"]))
                 # Stand-ins until the heads are read (a head may be gone): a member is no earlier than its head.
                 heads.setdefault(ours.cluster_id, ours.published_at)
-                heads.setdefault(doc["cluster_id"], _when(doc["published_at"]))
+                heads.setdefault(doc["cluster_id"], parse_iso(doc["published_at"]))
     if not links:
         return {}
     for cluster_id, src in get_many(es, alias, sorted(heads), fields=["published_at"]).items():
-        heads[cluster_id] = _when(src["published_at"])
+        heads[cluster_id] = parse_iso(src["published_at"])
     return merge(links, heads)
 
 
@@ -286,7 +267,9 @@ def update_clusters(
             members = {i for i in listed[c] if i in state and state[i].get("cluster_id") in listed[c]}
             in_run = {m.article_id for m in runs[lsh.cluster_key(c)].members}
             for i in sorted(members - in_run - {c}):
-                entries.append((lsh.cluster_key(c), lsh.Member(i, int(_when(state[i]["published_at"]).timestamp()))))
+                entries.append(
+                    (lsh.cluster_key(c), lsh.Member(i, int(parse_iso(state[i]["published_at"]).timestamp())))
+                )
             moved = {i for i in members if state[i]["cluster_id"] != c and final(state[i]["cluster_id"]) == c}
             if members == written.get(c) and not moved:
                 continue
@@ -325,7 +308,7 @@ def index_clustered(
             now (retry the batch).
     """
     clustered = cluster_articles(es, alias, articles, threshold=threshold, window_days=window_days, timings=timings)
-    laps = _Laps(timings)
+    laps = log.Laps(timings)
     clustered, filed = file_clustered(es, alias, clustered)
     laps.lap("file")
     written = bulk_write(es, index.article_actions(alias, clustered.articles))

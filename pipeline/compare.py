@@ -22,6 +22,7 @@ from elasticsearch import Elasticsearch
 from pipeline import compare_terms
 from pipeline.errors import IndexingError
 from pipeline.es import translated
+from pipeline.records import parse_iso
 from pipeline.related import story_versions
 
 __all__ = [
@@ -88,10 +89,6 @@ def _iso(when: datetime) -> str:
     return when.isoformat().replace("+00:00", "Z")
 
 
-def _time(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
 def _search(es: Elasticsearch, alias: str, **body: Any) -> dict[str, Any]:
     with translated(f"searching {alias}", url=alias):
         return dict(es.search(index=alias, **body))
@@ -150,7 +147,7 @@ def compare_story(es: Elasticsearch, alias: str, ref: str, *, window_hours: int 
             },
         )
         entry["versions"] += 1
-    start = _time(first["published_at"])
+    start = parse_iso(first["published_at"])
     window = _search(
         es,
         alias,
@@ -221,8 +218,8 @@ def _topic_bounds(es: Elasticsearch, alias: str, filters: list[dict[str, Any]]) 
     if not aggs["first"]["hits"]["hits"]:
         return None
     return (
-        _time(aggs["first"]["hits"]["hits"][0]["_source"]["published_at"]),
-        _time(aggs["last"]["hits"]["hits"][0]["_source"]["published_at"]),
+        parse_iso(aggs["first"]["hits"]["hits"][0]["_source"]["published_at"]),
+        parse_iso(aggs["last"]["hits"]["hits"][0]["_source"]["published_at"]),
     )
 
 
@@ -273,7 +270,7 @@ def _clusters(order: list[dict[str, Any]], coverage: dict[str, Any], active: lis
             hit = ob["first"]["hits"]["hits"][0]["_source"]
             firsts.append((hit["published_at"], ob["key"], hit.get("title", ""), ob["doc_count"]))
         firsts.sort()
-        start = _time(firsts[0][0]) if firsts else None
+        start = parse_iso(firsts[0][0]) if firsts else None
         carried = {outlet for _, outlet, _, _ in firsts}
         out.append(
             {
@@ -287,7 +284,7 @@ def _clusters(order: list[dict[str, Any]], coverage: dict[str, Any], active: lis
                     {
                         "outlet": outlet,
                         "first_at": at,
-                        "lag_minutes": round((_time(at) - start).total_seconds() / 60) if start else 0,
+                        "lag_minutes": round((parse_iso(at) - start).total_seconds() / 60) if start else 0,
                         "articles": n,
                     }
                     for at, outlet, _, n in firsts
@@ -469,7 +466,7 @@ def compare_topic(
     topic_outlets = [o for o in active if topic_counts.get(o)]
     starts = _bucket_starts(since, until, interval)
     over_time = {
-        b["key"]: {_time(h["key_as_string"]).date().isoformat(): h["doc_count"] for h in b["over_time"]["buckets"]}
+        b["key"]: {parse_iso(h["key_as_string"]).date().isoformat(): h["doc_count"] for h in b["over_time"]["buckets"]}
         for b in topic_aggs["outlets"]["buckets"]
     }
 

@@ -176,7 +176,7 @@ def collect(
     states = index.load_feed_states(es, alias, [f.id for f in feeds])
     own_fetcher = fetcher is None
     fetcher = fetcher or Fetcher(settings)
-    clock = _Clock(summary)
+    clock = log.Laps(summary.stage_seconds, digits=3)
     order = dict(feed_order) if feed_order is not None else {feed.id: n for n, feed in enumerate(feeds)}
     # canonical URL → (feed position, feed id, outlet) of the earliest-listed feed that carries it.
     claimed: dict[str, tuple[int, str, str]] = {}
@@ -421,7 +421,7 @@ def run_cycle(
     index.ensure_indices(es, settings.es_index)
     collected = collect(settings, es, feeds, profiles=profiles, fetcher=fetcher, progress=progress, now=now)
     summary = collected.summary
-    clock = _Clock(summary)
+    clock = log.Laps(summary.stage_seconds, digits=3)
     done = process(
         settings,
         es,
@@ -465,17 +465,6 @@ def _credit(article: Article, owner: tuple[int, str, str]) -> Article:
     if (article.feed_id, article.outlet) == (feed_id, outlet):
         return article
     return replace(article, feed_id=feed_id, outlet=outlet)
-
-
-class _Clock:
-    def __init__(self, summary: RunSummary) -> None:
-        self.summary = summary
-        self.last = time.monotonic()
-
-    def lap(self, stage: str) -> None:
-        now = time.monotonic()
-        self.summary.stage_seconds[stage] = round(now - self.last, 3)
-        self.last = now
 
 
 def _count_polls(summary: RunSummary, polled: Sequence[PollResult]) -> None:

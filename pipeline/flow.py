@@ -45,7 +45,7 @@ class Polled:
 
 
 @dataclass(frozen=True, slots=True)
-class Processed:
+class Extracted:
     item: FeedItem
     result: Article | PipelineError
     fetch_error: str  # why the page could not be downloaded ("" when it was)
@@ -154,9 +154,9 @@ def stream(
     admit: Callable[[Sequence[FeedItem]], list[FeedItem]],
     progress: Callable[[str, int, int], None] | None = None,
     profiles: Sequence[Profile] = (),
-) -> Iterator[Polled | Processed]:
+) -> Iterator[Polled | Extracted]:
     """Poll ``feeds``, download the items ``admit`` lets through (it sees each feed's items as soon as
-    that feed is parsed), and extract them. Yields a ``Polled`` per feed and a ``Processed`` per item,
+    that feed is parsed), and extract them. Yields a ``Polled`` per feed and an ``Extracted`` per item,
     in completion order."""
     workers = _Workers(settings)
     options: tuple[Any, ...] = (
@@ -256,7 +256,7 @@ def stream(
                     results = future.result()
                 for (job, error), article in zip(batch, results, strict=True):
                     extracted += 1
-                    yield Processed(job[0], article, error)
+                    yield Extracted(job[0], article, error)
                 if progress:
                     progress("extract", extracted, admitted)
         completed = True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from typing import Any
 
 import structlog
@@ -38,3 +39,20 @@ def get(name: str) -> Any:
     if not _configured:
         configure()
     return structlog.get_logger(name)
+
+
+class Laps:
+    """Wall time per stage, added into ``out`` (a run summary's, a benchmark's) as each stage ends;
+    nothing is kept when ``out`` is None. ``digits`` rounds what is stored."""
+
+    def __init__(self, out: dict[str, float] | None, *, digits: int | None = None) -> None:
+        self.out = out
+        self.digits = digits
+        self.last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        if self.out is not None:
+            total = self.out.get(stage, 0.0) + now - self.last
+            self.out[stage] = total if self.digits is None else round(total, self.digits)
+        self.last = now

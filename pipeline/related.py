@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from elasticsearch import Elasticsearch
@@ -13,6 +12,7 @@ from elasticsearch import Elasticsearch
 from pipeline import index
 from pipeline.es import translated
 from pipeline.normalize import normalize_for_hash
+from pipeline.records import parse_iso
 
 # Sentence ends: Latin and Arabic full stops, question and exclamation marks, semicolons, line breaks.
 _SENTENCE_END = re.compile(r"(?<=[.!?؟؛۔])\s+|\n+")
@@ -135,14 +135,14 @@ def story_versions(
     if not members:
         return []
     first = members[0]["_source"]
-    first_time = _time(first["published_at"])
+    first_time = parse_iso(first["published_at"])
     first_text = _without_title(first.get("body", ""), first.get("title", ""))
     return [
         {
             "id": hit["_id"],
             "outlet": hit["_source"]["outlet"],
             "published_at": hit["_source"]["published_at"],
-            "lag_minutes": round((_time(hit["_source"]["published_at"]) - first_time).total_seconds() / 60),
+            "lag_minutes": round((parse_iso(hit["_source"]["published_at"]) - first_time).total_seconds() / 60),
             "title": hit["_source"].get("title", ""),
             "url": hit["_source"].get("url", ""),
             "is_this": hit["_id"] == this_id,
@@ -160,7 +160,3 @@ def _without_title(body: str, title: str) -> str:
     """The body without a first line repeating the headline (some pages put the <h1> in the article)."""
     first, _, rest = body.partition("\n")
     return rest.lstrip() if normalize_for_hash(first) == normalize_for_hash(title) else body
-
-
-def _time(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
