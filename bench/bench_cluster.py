@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline import index  # noqa: E402
 from pipeline.cluster import fingerprint  # noqa: E402
-from pipeline.clustering import index_clustered  # noqa: E402
+from pipeline.clustering import index_clustered, prepare_index  # noqa: E402
 from pipeline.demo.site import _corpus  # noqa: E402
 from pipeline.embedded import start_server, stop_group  # noqa: E402
 from pipeline.es import connect, get_many
@@ -131,7 +131,7 @@ def main() -> None:
         settings = Settings(es_url=url, es_index="bench-cluster", es_timeout=600)
         alias = settings.es_index
         es = connect(settings, url)
-        index.ensure_indices(es, alias)
+        prepare_index(es, alias)
         present = es.count(index=f"{alias}-000001", query={"prefix": {"canonical_url": "https://bench.example/"}})
         present_n = present["count"]
         originals: list[Article] = []  # every 100th filled article, to republish later

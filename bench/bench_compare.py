@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bench_cluster import sentence_pool  # noqa: E402
 from pipeline import index  # noqa: E402
+from pipeline.clustering import prepare_index  # noqa: E402
 from pipeline.compare import compare_topic  # noqa: E402
 from pipeline.embedded import start_server, stop_group  # noqa: E402
 from pipeline.es import bulk_write, connect
@@ -182,7 +183,7 @@ def main() -> None:
     try:
         settings = Settings(es_url=url, es_index=ALIAS, es_timeout=3600)
         es = connect(settings, url)
-        index.ensure_indices(es, ALIAS)
+        prepare_index(es, ALIAS)
         present = es.count(index=ALIAS)["count"]
         t = time.perf_counter()
         articles = build(args.n, random.Random(7))

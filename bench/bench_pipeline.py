@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from datetime import UTC
 
 from bench.siteserver import LeanServer  # noqa: E402
-from pipeline import index  # noqa: E402
+from pipeline.clustering import prepare_index  # noqa: E402
 from pipeline.cycle import run_cycle  # noqa: E402
 from pipeline.demo.site import bench_site  # noqa: E402
 from pipeline.embedded import free_port, start_server, stop_group  # noqa: E402
@@ -153,7 +153,7 @@ def main() -> None:
                     figures_r["bare_s"] = time.perf_counter() - t1
                 else:
                     run_settings = settings.with_(es_index=f"bench-{r}")
-                    index.ensure_indices(es, run_settings.es_index)
+                    prepare_index(es, run_settings.es_index)
                     t0 = time.perf_counter()
                     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
                     summary = run_cycle(run_settings, es, feeds)

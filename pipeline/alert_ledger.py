@@ -49,6 +49,7 @@ from elasticsearch import ConflictError, Elasticsearch, NotFoundError
 from elasticsearch import helpers as es_helpers
 
 from pipeline import index, log
+from pipeline.clustering import prepare_index
 from pipeline.digest import Story
 from pipeline.errors import IndexingError
 from pipeline.es import bulk_write, translated
@@ -92,7 +93,7 @@ def ensure_ledger(es: Elasticsearch, alias: str) -> None:
     Raises:
         IndexingError: the cluster refused.
     """
-    index.ensure_indices(es, alias)
+    prepare_index(es, alias)
     with translated("updating the alert ledger's mapping", url=alias):
         es.indices.put_mapping(index=index.Names(alias).alerts, properties=_ledger_mapping()["properties"])
 

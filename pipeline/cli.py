@@ -29,6 +29,7 @@ from pipeline.cli_common import (
     progress_bar,
     settings_from,
 )
+from pipeline.clustering import prepare_index
 from pipeline.embedded import stop_recorded, usable_dir
 from pipeline.errors import ConfigError, IndexingError, PipelineError
 from pipeline.feeds import enabled_feeds, load_feeds
@@ -334,7 +335,7 @@ def retag(
         settings = settings_from(es_url=es_url, es_index=es_index, data_dir=data_dir)
         profiles = load_profiles_checked(settings, profile_id)
         with progress_bar(not as_json) as update, open_index(settings) as es:
-            index.ensure_indices(es, settings.es_index)
+            prepare_index(es, settings.es_index)
             progress = (lambda done, total: update("retag", done, total)) if update else None
             summary = retag_all(es, settings.es_index, profiles, only=profile_id, progress=progress)
     except (ConfigError, IndexingError) as e:
@@ -362,7 +363,7 @@ def feeds(
         settings = settings_from(es_url=es_url, es_index=es_index, data_dir=data_dir, feeds_file=feeds_file)
         configured = load_feeds(settings.feeds_file)
         with open_index(settings) as es:
-            index.ensure_indices(es, settings.es_index)
+            prepare_index(es, settings.es_index)
             states = index.load_feed_states(es, settings.es_index, [f.id for f in configured])
     except (ConfigError, IndexingError) as e:
         fail(str(e))

@@ -31,6 +31,7 @@ from pipeline.cluster import (
 from pipeline.es import BulkResult, bulk_write, get_many
 from pipeline.records import Article, parse_iso
 
+_log = log.get(__name__)
 # Candidates whose estimated similarity falls this far below the threshold are not worth an exact check
 # (the estimate from 192 permutations has a standard error of about 0.035).
 ESTIMATE_MARGIN = 0.15
@@ -326,3 +327,63 @@ def index_clustered(
     )
     laps.lap("clusters")
     return clustered, written
+
+
+def prepare_index(es: Elasticsearch, alias: str) -> None:
+    """The indices (``index.ensure_indices``), and, on an alias made before the near-duplicate bucket
+    store existed, its articles filed there once so that they are found as earlier copies and exact
+    duplicates (one pass over the index). What every command and task runs before it reads or writes.
+
+    Raises:
+        IndexingError: the cluster refused, or could not take the writes now.
+    """
+    if index.ensure_indices(es, alias):
+        filed = backfill(es, alias)
+        _log.info("index.backfilled", alias=alias, articles=filed)
+
+
+def backfill(es: Elasticsearch, alias: str, *, batch: int = 500) -> int:
+    """File the articles indexed before the bucket store existed (an index upgraded in place): their
+    sketch and text keys, and their clusters' runs; ``lsh_bands`` is rewritten to the keys filed under.
+    Clusters are left as they are. Idempotent; one pass over the index (a search), so run it once, off
+    the hot path. Returns the number of articles read.
+
+    Raises:
+        IndexingError: the index cannot be read, or the cluster could not take the writes now.
+    """
+    fields = ["url", "canonical_url", "feed_id", "outlet", "published_at", "fetched_at", "language"]
+    fields += ["content_hash", "body", "cluster_id"]
+    runs: dict[str, list[lsh.Member]] = defaultdict(list)
+    chunk: list[Article] = []
+    count = 0
+
+    def flush() -> None:
+        order = sorted(chunk, key=lambda a: (a.published_at, a.id))
+        found = lsh.probe(es, alias, {a.id: sketch(shingles(a.body)) for a in order})
+        filed, _ = lsh.file_under(es, alias, order, found)
+        actions = [
+            {"_op_type": "update", "_index": alias, "_id": a.id, "doc": {"lsh_bands": list(a.lsh_bands)}} for a in filed
+        ]
+        bulk_write(es, actions).raise_if_transient("recording filed keys")
+        chunk.clear()
+
+    for hit in index.scan_articles(es, alias, fields):
+        article = Article.from_doc(hit["_source"])
+        chunk.append(article)
+        cluster_id = hit["_source"].get("cluster_id") or article.id
+        if cluster_id != article.id:
+            runs[cluster_id].append(lsh.Member(article.id, int(article.published_at.timestamp())))
+        count += 1
+        if len(chunk) == batch:
+            flush()
+    if chunk:
+        flush()
+    have = lsh.read_runs(es, alias, [lsh.cluster_key(c) for c in runs])
+    entries = [
+        (lsh.cluster_key(c), m)
+        for c, members in sorted(runs.items())
+        for m in members
+        if all(x.article_id != m.article_id for x in have[lsh.cluster_key(c)].members)
+    ]
+    lsh.file_articles(es, alias, entries, have, limit=None)
+    return count

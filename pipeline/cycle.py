@@ -17,7 +17,7 @@ from elasticsearch import Elasticsearch
 
 from pipeline import flow, index, journal, log, lsh
 from pipeline.alerts import run_alerts
-from pipeline.clustering import index_clustered
+from pipeline.clustering import index_clustered, prepare_index
 from pipeline.dedup import drop_exact_duplicates
 from pipeline.errors import LanguageRejected
 from pipeline.es import bulk_write, get_many
@@ -160,7 +160,7 @@ def collect(
     now: datetime | None = None,
 ) -> Collected:
     """Poll ``feeds``, download their new items and extract the articles, tagged against ``profiles``.
-    Reads the index (what is known already; its indices must exist: ``index.ensure_indices``) but writes
+    Reads the index (what is known already; its indices must exist: ``clustering.prepare_index``) but writes
     nothing: see ``commit_collected`` and ``process``.
 
     ``feed_order`` gives every feed's position in the whole feed list when ``feeds`` is one batch of it
@@ -307,7 +307,7 @@ def process(
     """Exact dedup, near-duplicate clustering, indexing and the seen ledger for extracted articles (tags
     were set at extraction; ``profiles`` are those counted in ``tagged``). Safe to repeat: an article
     already indexed with the same text is left as it is, every write is keyed by the article's stable id.
-    The indices must exist (``index.ensure_indices``).
+    The indices must exist (``clustering.prepare_index``).
 
     Raises:
         IndexingError: the index cannot be read or written.
@@ -418,7 +418,7 @@ def run_cycle(
     started = time.monotonic()
     now = datetime.now(UTC)
     profiles = load_profiles(settings.profiles_dir)  # a bad profile stops the run before any download
-    index.ensure_indices(es, settings.es_index)
+    prepare_index(es, settings.es_index)
     collected = collect(settings, es, feeds, profiles=profiles, fetcher=fetcher, progress=progress, now=now)
     summary = collected.summary
     clock = log.Laps(summary.stage_seconds, digits=3)

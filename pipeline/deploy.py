@@ -1,6 +1,6 @@
 """Deployment set-up: indices, Elasticsearch users, Kibana's saved objects (``python -m pipeline setup``).
 
-The index template and indices are installed by ``index.ensure_indices``, the very function every
+The index template and indices are installed by ``clustering.prepare_index``, the very function every
 embedded-default command calls, so the compose ``setup`` service and ``python -m pipeline run`` on a
 laptop cannot disagree about the mapping. On a secured cluster it can also set the ``kibana_system``
 password, create a least-privilege user for the pipeline, and mint an API key with the same rights.
@@ -22,6 +22,7 @@ import httpx
 from elasticsearch import Elasticsearch
 
 from pipeline import index, log
+from pipeline.clustering import prepare_index
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.es import translated
 from pipeline.settings import Settings
@@ -69,12 +70,12 @@ class SetupReport:
 
 def install_indices(es: Elasticsearch, alias: str) -> list[str]:
     """The template, the backing index behind ``alias`` and the state indices, exactly as every command
-    sets them up (``index.ensure_indices``); returns the index names.
+    sets them up (``clustering.prepare_index``); returns the index names.
 
     Raises:
         IndexingError: the cluster refused.
     """
-    index.ensure_indices(es, alias)
+    prepare_index(es, alias)
     names = index.Names(alias)
     return [names.backing, names.feeds, names.seen, names.alerts, names.lsh, names.journal]
 

@@ -65,8 +65,10 @@ def load_template(alias: str, path: Path = SCHEMAS / "index-template.json") -> d
     return raw
 
 
-def ensure_indices(es: Elasticsearch, alias: str) -> None:
+def ensure_indices(es: Elasticsearch, alias: str) -> bool:
     """Install the template, the backing index behind the alias, and the state indices. Idempotent.
+    True when the alias held articles from before the near-duplicate bucket store existed: they must be
+    filed in it once (``clustering.prepare_index`` does).
 
     Raises:
         IndexingError: the cluster refused.
@@ -92,13 +94,7 @@ def ensure_indices(es: Elasticsearch, alias: str) -> None:
             if not es.indices.exists(index=name):
                 _create(es, name, mappings=state[key]["mappings"])
                 upgraded |= key == "lsh" and existed
-    if upgraded:
-        # An index made before the near-duplicate bucket store existed: file its articles once, so that
-        # they are found as earlier copies and exact duplicates (one pass over the index).
-        from pipeline import lsh
-
-        filed = lsh.backfill(es, alias)
-        _log.info("index.backfilled", alias=alias, articles=filed)
+    return upgraded
 
 
 def _create(es: Elasticsearch, name: str, **body: Any) -> None:

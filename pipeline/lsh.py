@@ -34,10 +34,9 @@ from dataclasses import dataclass, field, replace
 from elasticsearch import Elasticsearch
 
 from pipeline import log
-from pipeline.cluster import shingles, sketch
 from pipeline.errors import IndexingError
-from pipeline.es import bulk_items, bulk_write, get_many
-from pipeline.index import Names, scan_articles
+from pipeline.es import bulk_items, get_many
+from pipeline.index import Names
 from pipeline.records import Article
 
 _log = log.get(__name__)
@@ -321,50 +320,3 @@ def file_under(es: Elasticsearch, alias: str, articles: Sequence[Article], found
     for key, article_id in filed.slots:
         keys[article_id].append(key)
     return [replace(a, lsh_bands=tuple(sorted(k for k in keys[a.id] if k != texts[a.id]))) for a in articles], filed
-
-
-def backfill(es: Elasticsearch, alias: str, *, batch: int = 500) -> int:
-    """File the articles indexed before the bucket store existed (an index upgraded in place): their
-    sketch and text keys, and their clusters' runs; ``lsh_bands`` is rewritten to the keys filed under.
-    Clusters are left as they are. Idempotent; one pass over the index (a search), so run it once, off
-    the hot path. Returns the number of articles read.
-
-    Raises:
-        IndexingError: the index cannot be read, or the cluster could not take the writes now.
-    """
-    fields = ["url", "canonical_url", "feed_id", "outlet", "published_at", "fetched_at", "language"]
-    fields += ["content_hash", "body", "cluster_id"]
-    runs: dict[str, list[Member]] = defaultdict(list)
-    chunk: list[Article] = []
-    count = 0
-
-    def flush() -> None:
-        order = sorted(chunk, key=lambda a: (a.published_at, a.id))
-        found = probe(es, alias, {a.id: sketch(shingles(a.body)) for a in order})
-        filed, _ = file_under(es, alias, order, found)
-        actions = [
-            {"_op_type": "update", "_index": alias, "_id": a.id, "doc": {"lsh_bands": list(a.lsh_bands)}} for a in filed
-        ]
-        bulk_write(es, actions).raise_if_transient("recording filed keys")
-        chunk.clear()
-
-    for hit in scan_articles(es, alias, fields):
-        article = Article.from_doc(hit["_source"])
-        chunk.append(article)
-        cluster_id = hit["_source"].get("cluster_id") or article.id
-        if cluster_id != article.id:
-            runs[cluster_id].append(Member(article.id, int(article.published_at.timestamp())))
-        count += 1
-        if len(chunk) == batch:
-            flush()
-    if chunk:
-        flush()
-    have = read_runs(es, alias, [cluster_key(c) for c in runs])
-    entries = [
-        (cluster_key(c), m)
-        for c, members in sorted(runs.items())
-        for m in members
-        if all(x.article_id != m.article_id for x in have[cluster_key(c)].members)
-    ]
-    file_articles(es, alias, entries, have, limit=None)
-    return count

@@ -15,7 +15,8 @@ from urllib.parse import urlsplit
 
 from elasticsearch import Elasticsearch
 
-from pipeline import cycle, index, log
+from pipeline import cycle, log
+from pipeline.clustering import prepare_index
 from pipeline.embedded import embedded_elasticsearch
 from pipeline.errors import ConfigError
 from pipeline.es import connect
@@ -85,7 +86,7 @@ def poll_to_landing(settings: Settings, feed_ids: Sequence[str], *, name: str) -
     now = datetime.now(UTC)
     profiles = load_profiles(settings.profiles_dir)  # a bad profile stops the task before any download
     with open_index(settings) as es:
-        index.ensure_indices(es, settings.es_index)
+        prepare_index(es, settings.es_index)
         collected = cycle.collect(settings, es, feeds, profiles=profiles, feed_order=order, now=now)
         ref = None
         if collected.articles:
@@ -159,7 +160,7 @@ def process_landed(settings: Settings, refs: Sequence[str]) -> dict[str, Any]:
         attempts.update(b.attempts)
     profiles = load_profiles(settings.profiles_dir)
     with open_index(settings) as es:
-        index.ensure_indices(es, settings.es_index)
+        prepare_index(es, settings.es_index)
         done = cycle.process(settings, es, articles, profiles=profiles, rank=rank, updated=updated, attempts=attempts)
     counts = done.to_dict()
     for batch in batches:

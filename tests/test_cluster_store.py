@@ -22,7 +22,7 @@ from test_cluster_accuracy import load_fixtures, to_article
 
 from pipeline import index, lsh
 from pipeline.cluster import merge, shingles, similarity, sketch
-from pipeline.clustering import index_clustered
+from pipeline.clustering import backfill, index_clustered, prepare_index
 from pipeline.embedded import start_server, stop_group
 from pipeline.es import bulk_write, get_many
 from pipeline.records import Article
@@ -314,9 +314,9 @@ def test_an_index_from_before_the_store_is_backfilled_and_clusters_on(es: Elasti
     wire, copy, other = article(1, WIRE, minutes=30), article(2, COPY, minutes=40), article(3, OTHER)
     run(es, alias, [wire, copy, other])
     es.indices.delete(index=index.Names(alias).lsh)  # as an index upgraded in place has none
-    index.ensure_indices(es, alias)
-    assert lsh.backfill(es, alias, batch=2) == 3
-    assert lsh.backfill(es, alias, batch=2) == 3  # again: nothing filed twice
+    prepare_index(es, alias)  # what every command runs first: it files the three articles
+    assert_every_article_filed_once(es, alias, [wire, copy, other])
+    assert backfill(es, alias, batch=2) == 3  # again: nothing filed twice
     es.indices.refresh(index=alias)
     assert_every_article_filed_once(es, alias, [wire, copy, other])
     earliest, again = article(4, WIRE[:3], minutes=-90), replace(article(5, WIRE), content_hash=wire.content_hash)
@@ -371,7 +371,7 @@ def test_an_index_made_before_the_bucket_store_is_filed_when_it_is_upgraded(es: 
     index_clustered(es, alias, [first], threshold=0.4, window_days=30)
     es.indices.refresh(index=alias)
     es.indices.delete(index=index.Names(alias).lsh)
-    index.ensure_indices(es, alias)
+    prepare_index(es, alias)
     assert lsh.indexed_texts(es, alias, [first]) == {(first.outlet, first.content_hash): first.id}
     clustered, _ = index_clustered(es, alias, [copy], threshold=0.4, window_days=30)
     assert clustered.articles[0].cluster_id == first.id
