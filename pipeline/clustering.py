@@ -78,33 +78,42 @@ class _Checker:
         return similarity(self.grams[article_id], other) >= self.threshold
 
 
-def cluster_articles(
-    es: Elasticsearch,
-    alias: str,
-    articles: Sequence[Article],
-    *,
-    threshold: float,
-    window_days: int,
-    timings: dict[str, float] | None = None,
-) -> Clustered:
-    """Assign clusters to ``articles`` (not yet indexed) against each other and the index. ``timings``
-    receives the seconds spent per stage."""
-    laps = log.Laps(timings)
-    check = _Checker(articles, threshold=threshold, window_days=window_days)
-    by_id = check.by_id
-    # In filing order: when the batch crowds a bucket, its earliest articles are the ones filed there.
-    order = sorted(articles, key=lambda a: (a.published_at, a.id))
-    sketches = {a.id: sketch(check.grams[a.id]) for a in order}
-    laps.lap("shingles")
-    found = lsh.probe(es, alias, sketches)
-    laps.lap("lookup")
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """What the index holds about a batch's candidates, read by id before anything is decided."""
 
-    # Within the batch: articles sharing a key they looked at, close enough in time. A key that this
-    # batch and the index together hold CAP times is boilerplate here too.
+    docs: Mapping[str, Mapping[str, Any]]  # candidate id → its cluster_id, minhash, published_at
+    bodies: Mapping[str, str]  # candidate id → body, for candidates whose signature looks close
+    previous: Mapping[str, str]  # batch article id → the cluster it had (an article taken again)
+    heads: Mapping[str, datetime]  # cluster id → its head's publication time
+
+
+def read_evidence(es: Elasticsearch, alias: str, check: _Checker, candidates: Mapping[str, set[str]]) -> Evidence:
+    """The reads a clustering step makes, all by id: the candidates' signatures, the bodies of those
+    that look close, the batch's own earlier clusters, and the heads of every cluster met."""
+    docs = get_many(es, alias, sorted(candidates), fields=["cluster_id", "minhash", "published_at"])
+    close = sorted(m for m, doc in docs.items() if any(check.close(a, doc) for a in candidates[m]))
+    bodies = {m: str(src.get("body") or "") for m, src in get_many(es, alias, close, fields=["body"]).items()}
+    previous = {
+        i: str(src["cluster_id"])
+        for i, src in get_many(es, alias, list(check.by_id), fields=["cluster_id"]).items()
+        if src.get("cluster_id")
+    }
+    clusters = sorted({str(doc["cluster_id"]) for doc in docs.values()} | set(previous.values()))
+    heads = {
+        c: parse_iso(src["published_at"]) for c, src in get_many(es, alias, clusters, fields=["published_at"]).items()
+    }
+    return Evidence(docs=docs, bodies=bodies, previous=previous, heads=heads)
+
+
+def _batch_pairs(check: _Checker, found: lsh.Probe, *, threshold: float) -> list[tuple[str, str]]:
+    """Copies within the batch: articles sharing a key they looked at, close enough in time. A key that
+    this batch and the index together hold CAP times is boilerplate here too."""
+    by_id = check.by_id
     shared: dict[str, list[str]] = defaultdict(list)
-    for a in articles:
-        for key in found.looked[a.id]:
-            shared[key].append(a.id)
+    for article_id in by_id:
+        for key in found.looked[article_id]:
+            shared[key].append(article_id)
     seen_pairs: set[tuple[str, str]] = set()
     pairs: list[tuple[str, str]] = []
     for key, ids in shared.items():
@@ -122,47 +131,82 @@ def cluster_articles(
                     continue
                 if check.same_story(x, check.grams[y]):
                     pairs.append(pair)
+    return pairs
 
-    # Against the index: bucket mates within the window, their signatures (by id), then the exact check
-    # on the few whose signatures look close.
-    candidates: dict[str, set[str]] = defaultdict(set)  # indexed article id → new articles it may copy
-    for a in articles:
-        for key in found.looked[a.id]:
+
+def _candidates(check: _Checker, found: lsh.Probe) -> dict[str, set[str]]:
+    """Indexed article id → the new articles it may be a copy of: bucket mates within the window."""
+    candidates: dict[str, set[str]] = defaultdict(set)
+    for article_id in check.by_id:
+        for key in found.looked[article_id]:
             for member in found.buckets[key].members:
-                if member.article_id not in by_id and check.in_window(a.id, member.published_at):
-                    candidates[member.article_id].add(a.id)
-    laps.lap("lookup")
-    docs = get_many(es, alias, sorted(candidates), fields=["cluster_id", "minhash", "published_at"])
-    laps.lap("candidates")
-    close = [(a, m) for m, doc in docs.items() for a in sorted(candidates[m]) if check.close(a, doc)]
-    bodies = get_many(es, alias, sorted({m for _, m in close}), fields=["body"])
+                if member.article_id not in check.by_id and check.in_window(article_id, member.published_at):
+                    candidates[member.article_id].add(article_id)
+    return candidates
+
+
+def confirm_and_assign(
+    articles: Sequence[Article],
+    check: _Checker,
+    pairs: Sequence[tuple[str, str]],
+    candidates: Mapping[str, set[str]],
+    evidence: Evidence,
+) -> Assignment:
+    """The pure half of a clustering step: confirm the candidates whose signature looks close by the
+    exact similarity of their texts, then give every article its cluster (``cluster.assign``)."""
     joins: list[tuple[str, str]] = []
     cluster_heads: dict[str, datetime] = {}
-    for article_id, other in close:
-        if check.same_story(article_id, shingles(bodies.get(other, {}).get("body", ""))):
-            joins.append((article_id, docs[other]["cluster_id"]))
-            cluster_heads[docs[other]["cluster_id"]] = parse_iso(docs[other]["published_at"])
-    laps.lap("check")
+    for other, doc in evidence.docs.items():
+        for article_id in sorted(candidates[other]):
+            if not check.close(article_id, doc) or other not in evidence.bodies:
+                continue
+            if check.same_story(article_id, shingles(evidence.bodies[other])):
+                joins.append((article_id, str(doc["cluster_id"])))
+                # A stand-in until the head's own time is known (the candidate may be a later member).
+                cluster_heads[str(doc["cluster_id"])] = parse_iso(doc["published_at"])
     # An article taken again after an update stays in the cluster it had.
-    previous = get_many(es, alias, list(by_id), fields=["cluster_id"])
-    for article_id, src in previous.items():
-        if src.get("cluster_id"):
-            joins.append((article_id, src["cluster_id"]))
-    # The heads' own publication times (the candidates may be later members of their clusters).
-    heads = get_many(es, alias, sorted({c for _, c in joins}), fields=["published_at"])
-    for cluster_id, src in heads.items():
-        cluster_heads[cluster_id] = parse_iso(src["published_at"])
+    joins.extend(evidence.previous.items())
+    for _, cluster_id in joins:
+        if cluster_id in evidence.heads:
+            cluster_heads[cluster_id] = evidence.heads[cluster_id]
     for article_id, cluster_id in joins:
-        cluster_heads.setdefault(cluster_id, by_id[article_id].published_at)  # head gone: keep the link anyway
+        cluster_heads.setdefault(cluster_id, check.by_id[article_id].published_at)  # head gone: keep the link
+    return assign([Node(a.id, a.published_at) for a in articles], pairs, joins, cluster_heads)
 
-    result = assign([Node(a.id, a.published_at) for a in articles], pairs, joins, cluster_heads)
+
+def cluster_articles(
+    es: Elasticsearch,
+    alias: str,
+    articles: Sequence[Article],
+    *,
+    threshold: float,
+    window_days: int,
+    timings: dict[str, float] | None = None,
+) -> Clustered:
+    """Assign clusters to ``articles`` (not yet indexed) against each other and the index: read the
+    candidates (bucket store, then the index, by id), then confirm and assign without another read.
+    ``timings`` receives the seconds spent per stage."""
+    laps = log.Laps(timings)
+    check = _Checker(articles, threshold=threshold, window_days=window_days)
+    # In filing order: when the batch crowds a bucket, its earliest articles are the ones filed there.
+    order = sorted(articles, key=lambda a: (a.published_at, a.id))
+    sketches = {a.id: sketch(check.grams[a.id]) for a in order}
+    laps.lap("shingles")
+    found = lsh.probe(es, alias, sketches)
+    pairs = _batch_pairs(check, found, threshold=threshold)
+    candidates = _candidates(check, found)
+    laps.lap("lookup")
+    evidence = read_evidence(es, alias, check, candidates)
+    laps.lap("candidates")
+    result = confirm_and_assign(articles, check, pairs, candidates, evidence)
+    laps.lap("check")
     out = []
     for a in articles:
         head = result.clusters[a.id]
         filed = tuple(found.filed[a.id])
         out.append(replace(a, cluster_id=head, duplicate_of=None if head == a.id else head, lsh_bands=filed))
     joined = sum(1 for a in out if a.duplicate_of is not None)
-    pending = {m: frozenset(ids) for m, ids in candidates.items() if m not in docs}
+    pending = {m: frozenset(ids) for m, ids in candidates.items() if m not in evidence.docs}
     laps.lap("assign")
     return Clustered(articles=out, assignment=result, joined=joined, probe=found, pending=pending)
 
