@@ -15,13 +15,15 @@ from urllib.parse import urlsplit
 
 from elasticsearch import Elasticsearch
 
-from pipeline import cycle, log
+from pipeline import log
 from pipeline.clustering import prepare_index
+from pipeline.collect import collect, commit_collected
 from pipeline.embedded import embedded_elasticsearch
 from pipeline.errors import ConfigError
 from pipeline.es import connect
 from pipeline.feeds import enabled_feeds, load_feeds
 from pipeline.landing import Landing, LandingError, batch_ref
+from pipeline.process import process
 from pipeline.retag import retag_all
 from pipeline.settings import Settings
 from pipeline.topics import load_profiles
@@ -87,7 +89,7 @@ def poll_to_landing(settings: Settings, feed_ids: Sequence[str], *, name: str) -
     profiles = load_profiles(settings.profiles_dir)  # a bad profile stops the task before any download
     with open_index(settings) as es:
         prepare_index(es, settings.es_index)
-        collected = cycle.collect(settings, es, feeds, profiles=profiles, feed_order=order, now=now)
+        collected = collect(settings, es, feeds, profiles=profiles, feed_order=order, now=now)
         ref = None
         if collected.articles:
             ref = Landing(settings.landing).write(
@@ -98,7 +100,7 @@ def poll_to_landing(settings: Settings, feed_ids: Sequence[str], *, name: str) -
                 attempts=collected.attempts,
                 meta={"feeds": list(feed_ids), "polled_at": now.isoformat()},
             )
-        cycle.commit_collected(es, settings.es_index, collected, landed=ref is not None, now=now)
+        commit_collected(es, settings.es_index, collected, landed=ref is not None, now=now)
     out = collected.summary.to_dict()
     out["batch"] = ref
     out["articles_landed"] = len(collected.articles)
@@ -161,7 +163,7 @@ def process_landed(settings: Settings, refs: Sequence[str]) -> dict[str, Any]:
     profiles = load_profiles(settings.profiles_dir)
     with open_index(settings) as es:
         prepare_index(es, settings.es_index)
-        done = cycle.process(settings, es, articles, profiles=profiles, rank=rank, updated=updated, attempts=attempts)
+        done = process(settings, es, articles, profiles=profiles, rank=rank, updated=updated, attempts=attempts)
     counts = done.to_dict()
     for batch in batches:
         landing.mark_done(batch.ref, {"articles": len(batch.articles), "processed_with": len(articles)})
