@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from pipeline import cli_alerts, cli_compare, cli_profile, cli_setup, cycle, index, log
+from pipeline import cli_alerts, cli_compare, cli_profile, cli_setup, index, log
 from pipeline.cli_common import (
     DataOpt,
     EsUrlOpt,
@@ -30,6 +30,7 @@ from pipeline.cli_common import (
     settings_from,
 )
 from pipeline.clustering import prepare_index
+from pipeline.cycle import RunSummary, run_cycle
 from pipeline.embedded import stop_recorded, usable_dir
 from pipeline.errors import ConfigError, IndexingError, PipelineError
 from pipeline.feeds import enabled_feeds, load_feeds
@@ -49,22 +50,22 @@ SEED_QUERY = "سليماني موسكو روسيا إيران الأسد"
 DEMO_TIMEOUTS: dict[str, float] = {"connect_timeout": 2.0, "read_timeout": 2.0, "total_timeout": 15.0}
 
 
-def _run(settings: Settings, feeds: list[FeedConfig], *, as_json: bool) -> cycle.RunSummary:
+def _run(settings: Settings, feeds: list[FeedConfig], *, as_json: bool) -> RunSummary:
     with progress_bar(not as_json) as update, open_index(settings) as es:
-        return cycle.run_cycle(settings, es, feeds, progress=update)
+        return run_cycle(settings, es, feeds, progress=update)
 
 
 def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
 
 
-def _alerted(summary: cycle.RunSummary) -> str:
+def _alerted(summary: RunSummary) -> str:
     if summary.alerts_sent is None:
         return "not run"
     return f"{summary.alerts_sent} / {summary.alerts_pending or 0}"
 
 
-def print_summary(summary: cycle.RunSummary, *, as_json: bool) -> None:
+def print_summary(summary: RunSummary, *, as_json: bool) -> None:
     if as_json:
         print(json.dumps(summary.to_dict(), ensure_ascii=False, indent=2))
         return
@@ -193,7 +194,7 @@ def _demo(base: Settings, demo_dir: Path, *, as_json: bool) -> None:
             site.resources = dict(build_site(site.base_url))
             feeds = [FeedConfig(**f) for f in demo_feeds(site.base_url)]
             with progress_bar(not as_json) as update, open_index(settings) as es:
-                summary = cycle.run_cycle(settings, es, feeds, progress=update)
+                summary = run_cycle(settings, es, feeds, progress=update)
                 hits = index.search_articles(es, settings.es_index, SEED_QUERY, size=5)
     except PipelineError as e:
         fail(str(e))

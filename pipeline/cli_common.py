@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pipeline import cycle
+from pipeline.cycle import Progress as ProgressCallback
 from pipeline.settings import Settings
 from pipeline.stages import open_index as open_index  # every command opens the index the same way
 from pipeline.topics import Profile, load_profiles
@@ -52,7 +52,7 @@ def load_profiles_checked(settings: Settings, profile_id: str | None) -> list[Pr
 
 
 @contextmanager
-def progress_bar(enabled: bool) -> Iterator[cycle.Progress | None]:
+def progress_bar(enabled: bool) -> Iterator[ProgressCallback | None]:
     """A progress bar on stderr while the block runs, when asked for and stderr is a terminal; yields
     the callback to report progress with (None when there is no bar)."""
     if not enabled or not sys.stderr.isatty():

@@ -9,8 +9,10 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from pipeline import deploy, log
+from pipeline import log
 from pipeline.cli_common import DataOpt, EsUrlOpt, IndexOpt, JsonOpt, fail, open_index, out, settings_from
+from pipeline.deploy import PIPELINE_ROLE
+from pipeline.deploy import setup as setup_cluster
 from pipeline.errors import PipelineError
 
 app: typer.Typer = typer.Typer(help="Install the index template, the indices and Kibana's saved objects.")
@@ -59,7 +61,7 @@ def setup(
         settings = settings_from(es_url=es_url, es_index=es_index, data_dir=data_dir)
         key_name = f"{settings.es_index}-pipeline-{datetime.now(UTC):%Y%m%dT%H%M%SZ}" if create_api_key else None
         with open_index(settings) as es:
-            report = deploy.setup(
+            report = setup_cluster(
                 es,
                 settings,
                 kibana_url=kibana_url,
@@ -85,7 +87,7 @@ def setup(
     if report.kibana_system_password_set:
         out.print("kibana_system password set")
     if report.pipeline_user:
-        out.print(escape(f"user {report.pipeline_user} (role {deploy.PIPELINE_ROLE}) ready"), highlight=False)
+        out.print(escape(f"user {report.pipeline_user} (role {PIPELINE_ROLE}) ready"), highlight=False)
     if report.api_key:
         out.print(
             escape(f"API key {report.api_key['name']} (id {report.api_key['id']}); put this in .env as ES_API_KEY:"),

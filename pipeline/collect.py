@@ -188,10 +188,10 @@ def collect(
     articles: list[Article] = []
     outcomes: list[Outcome] = []
     try:
-        stream = flow.stream(
+        events = flow.stream(
             settings, fetcher, feeds, states, now=now, admit=admit, progress=progress, profiles=profiles
         )
-        for event in stream:
+        for event in events:
             if isinstance(event, flow.Polled):
                 polled[event.result.feed.id] = event.result
                 continue

@@ -19,7 +19,16 @@ from typing import Any
 
 from elasticsearch import Elasticsearch
 
-from pipeline import compare_terms
+from pipeline.compare_terms import (
+    MIN_DOCS,
+    MIN_Z,
+    PRIOR_SCALE,
+    count_terms,
+    display_forms,
+    distinctive_terms,
+    log_odds,
+    name_keys,
+)
 from pipeline.errors import IndexingError
 from pipeline.es import translated
 from pipeline.records import parse_iso
@@ -389,7 +398,7 @@ def compare_topic(
     clusters: int = TOP_CLUSTERS,
     terms: int = TOP_TERMS,
     sample: int = SAMPLE_PER_OUTLET,
-    prior_scale: float = compare_terms.PRIOR_SCALE,
+    prior_scale: float = PRIOR_SCALE,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Coverage of a topic (articles tagged with ``profile``) between ``since`` and ``until`` (exclusive;
@@ -542,19 +551,16 @@ def _distinctive(
     texts: dict[str, list[str]], *, terms: int, prior_scale: float, sample: int, names: list[str]
 ) -> dict[str, Any]:
     # In the order of the coverage table (most topic articles first), not of the samples' arrival.
-    counts = {outlet: compare_terms.count_terms(texts[outlet]) for outlet in names if outlet in texts}
-    comparison = compare_terms.log_odds(counts, prior_scale=prior_scale)
+    counts = {outlet: count_terms(texts[outlet]) for outlet in names if outlet in texts}
+    comparison = log_odds(counts, prior_scale=prior_scale)
     alpha0 = comparison.alpha0
-    exclude = compare_terms.name_keys(names)
+    exclude = name_keys(names)
     ranked = {
-        outlet: compare_terms.distinctive_terms(comparison, outlet, counts[outlet], top=terms, exclude=exclude)
-        for outlet in counts
+        outlet: distinctive_terms(comparison, outlet, counts[outlet], top=terms, exclude=exclude) for outlet in counts
     }
     forms: dict[str, str] = {}
     for outlet, top in ranked.items():
-        forms.update(
-            {f"{outlet}\x00{k}": v for k, v in compare_terms.display_forms(texts[outlet], {s.key for s in top}).items()}
-        )
+        forms.update({f"{outlet}\x00{k}": v for k, v in display_forms(texts[outlet], {s.key for s in top}).items()})
     return {
         "method": {
             "statistic": "log-odds ratio with an informative Dirichlet prior (Monroe, Colaresi & Quinn 2008), "
@@ -564,8 +570,8 @@ def _distinctive(
             "prior": "alpha_w = alpha0 * y_w / n: y_w the count of w in the whole topic sample, n its tokens; "
             "alpha0 = prior_scale * n",
             "sample_per_outlet": sample,
-            "min_docs": compare_terms.MIN_DOCS,
-            "min_z": compare_terms.MIN_Z,
+            "min_docs": MIN_DOCS,
+            "min_z": MIN_Z,
             "tokens": "normalised Arabic, clitics off, Snowball stems, stop words dropped; words and adjacent pairs",
         },
         "outlets": {
