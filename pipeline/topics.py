@@ -32,6 +32,7 @@ import jsonschema  # type: ignore[import-untyped, unused-ignore]
 from pipeline.errors import ConfigError
 from pipeline.feeds import _dotted, _LineIndex, _schema_errors, _sort_key, read_yaml_mapping
 from pipeline.normalize import normalize_text
+from pipeline.settings import PROJECT_ROOT
 from pipeline.topic_rules import (
     LEAD_FACTOR,
     LEAD_WORDS,
@@ -82,7 +83,7 @@ __all__ = [
     "token_forms",
 ]
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "profile.schema.json"
+SCHEMA_PATH = PROJECT_ROOT / "schemas" / "profile.schema.json"
 
 Problem = tuple[tuple[str | int, ...], int, str]
 
