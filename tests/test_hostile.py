@@ -1,0 +1,392 @@
+"""The fetch and feed edge against a hostile server (``tests/hostile_site.py``), over real sockets.
+
+For every class of hostility: nothing escapes but the pipeline's own errors, the reason is reported
+(``PollResult``, ``RunSummary``), the good feeds and pages next to it are still indexed, and no
+connection is ever made to a refused address (``ConnectionAudit`` sees every ``socket.connect``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from unittest import mock
+
+import pytest
+from conftest import wait_until
+from elasticsearch import Elasticsearch
+from hostile_site import (
+    MALFORMED_TARGETS,
+    METADATA_SPELLINGS,
+    SCHEME_TARGETS,
+    ConnectionAudit,
+    HostileSite,
+    Item,
+    fake_dns,
+    story_paragraphs,
+    story_title,
+)
+from hypothesis import HealthCheck, example, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+
+from pipeline.cycle import RunSummary, run_cycle
+from pipeline.errors import FetchError, RefusedURL, TooLarge
+from pipeline.fetch import Fetcher, check_url
+from pipeline.poll import PollResult, poll_feed
+from pipeline.records import FeedConfig
+from pipeline.settings import Settings
+from pipeline.urls import canonical_url
+
+NOW = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+def fast(**changes: Any) -> Settings:
+    """Settings for fetch and poll tests: small caps and short timeouts, loopback allowed."""
+    base: dict[str, Any] = {
+        "allow_private_hosts": True,
+        "connect_timeout": 1,
+        "read_timeout": 1,
+        "total_timeout": 2,
+        "max_bytes": 300_000,
+        "max_redirects": 5,
+        "max_retry_after": 1,
+        "fetch_workers": 8,
+    }
+    return Settings(**{**base, **changes})
+
+
+@pytest.fixture
+def hostile() -> Iterator[HostileSite]:
+    with HostileSite() as site:
+        yield site
+
+
+@pytest.fixture
+def audit() -> Iterator[ConnectionAudit]:
+    with ConnectionAudit() as seen:
+        yield seen
+
+
+@pytest.fixture
+def no_dns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Names other than localhost fail at once instead of asking a real DNS server."""
+    monkeypatch.setattr(socket, "getaddrinfo", fake_dns({}))
+
+
+@pytest.fixture
+def cycle_settings(settings: Settings) -> Settings:
+    # One extraction thread (no process pool to start), short timeouts: a cycle over hostile feeds
+    # takes a few seconds.
+    return settings.with_(
+        connect_timeout=1, read_timeout=1, total_timeout=3, max_bytes=300_000, extract_workers=1, max_retry_after=1
+    )
+
+
+def poll(site: HostileSite, path: str, *, settings: Settings | None = None) -> PollResult:
+    feed = FeedConfig(id=path.strip("/").replace("/", "-").replace(".", "-"), url=site.url(path), outlet="معاد")
+    with Fetcher(settings or fast()) as fetcher:
+        return poll_feed(fetcher, feed, None, now=NOW)
+
+
+def feed_config(site: HostileSite, path: str) -> FeedConfig:
+    return FeedConfig(id=path.strip("/").replace("/", "-").replace(".", "-"), url=site.url(path), outlet=path)
+
+
+def indexed_urls(es: Elasticsearch, alias: str) -> set[str]:
+    es.indices.refresh(index=alias)
+    hits = es.search(index=alias, query={"match_all": {}}, size=1000)["hits"]["hits"]
+    return {hit["_source"]["canonical_url"] for hit in hits}
+
+
+def stories(site: HostileSite, *numbers: int) -> set[str]:
+    return {canonical_url(site.url(f"/story/{n}")) for n in numbers}
+
+
+def reasons(summary: RunSummary) -> dict[str, str]:
+    return {f["feed"]: f["reason"] for f in summary.failed_feeds}
+
+
+def assert_no_connection_left_loopback(audit: ConnectionAudit) -> None:
+    assert audit.outside_loopback == [], f"connected outside loopback: {audit.outside_loopback}"
+
+
+# --- redirects: malformed targets, other schemes, loops (issue #13 items 2 and 4) -----------------
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED_TARGETS))
+def test_a_malformed_redirect_target_is_a_fetch_error_that_names_it(
+    hostile: HostileSite, audit: ConnectionAudit, no_dns: None, name: str
+) -> None:
+    with Fetcher(fast()) as fetcher, pytest.raises(FetchError) as caught:
+        fetcher.get(hostile.url(f"/redirect/malformed-{name}"))
+    message = str(caught.value)
+    target = MALFORMED_TARGETS[name]
+    if name == "empty":
+        assert "without Location" in message
+    else:
+        shown = target.decode("utf-8") if name != "not-utf8" else target.decode("latin-1")
+        assert f"redirect to {shown!r}" in message or f"redirect to malformed target {shown!r}" in message, message
+    assert caught.value.url == hostile.url(f"/redirect/malformed-{name}")
+    assert {port for _, port in audit.connections} == {hostile.port}
+
+
+@pytest.mark.parametrize("scheme", sorted(SCHEME_TARGETS))
+def test_a_redirect_to_another_scheme_is_refused_and_named(
+    hostile: HostileSite, audit: ConnectionAudit, scheme: str
+) -> None:
+    with Fetcher(fast()) as fetcher, pytest.raises(RefusedURL) as caught:
+        fetcher.get(hostile.url(f"/redirect/scheme-{scheme}"))
+    assert f"redirect to {SCHEME_TARGETS[scheme]!r}" in str(caught.value)
+    assert f"scheme {scheme!r} is not http(s)" in str(caught.value)
+    assert {port for _, port in audit.connections} == {hostile.port}
+
+
+def test_a_redirect_loop_is_refused_naming_its_hops(hostile: HostileSite) -> None:
+    with Fetcher(fast()) as fetcher, pytest.raises(RefusedURL, match="redirect loop: .*loop-a -> .*loop-b -> .*loop-a"):
+        fetcher.get(hostile.url("/redirect/loop-a"))
+    assert hostile.count("/redirect/loop-a") == 1 and hostile.count("/redirect/loop-b") == 1
+
+
+def test_an_endless_redirect_chain_stops_at_the_limit(hostile: HostileSite) -> None:
+    with Fetcher(fast(max_redirects=4)) as fetcher, pytest.raises(RefusedURL, match="more than 4 redirects"):
+        fetcher.get(hostile.url("/redirect/chain/0"))
+    assert [hostile.count(f"/redirect/chain/{n}") for n in range(6)] == [1, 1, 1, 1, 1, 0]
+
+
+def test_one_malformed_redirect_does_not_stop_the_cycle(
+    hostile: HostileSite, es: Elasticsearch, cycle_settings: Settings, audit: ConnectionAudit
+) -> None:
+    feeds = [
+        feed_config(hostile, "/redirect/scheme-javascript"),
+        feed_config(hostile, "/redirect/malformed-open-bracket"),
+        feed_config(hostile, "/feeds/good.xml"),
+    ]
+    summary = run_cycle(cycle_settings, es, feeds)
+    why = reasons(summary)
+    assert summary.feeds_failed == 2 and summary.feeds_ok == 1
+    assert "javascript:alert(document.cookie)" in why[feeds[0].id]
+    assert "http://[::1" in why[feeds[1].id]
+    assert indexed_urls(es, cycle_settings.es_index) == stories(hostile, 1, 2, 3)
+    assert_no_connection_left_loopback(audit)
+
+
+def test_a_page_redirecting_to_javascript_is_a_reported_page_failure(
+    hostile: HostileSite, es: Elasticsearch, cycle_settings: Settings
+) -> None:
+    page = hostile.url("/redirect/scheme-javascript")
+    hostile.feed("/feeds/to-javascript.xml", [page, hostile.url("/story/5")])
+    summary = run_cycle(cycle_settings, es, [feed_config(hostile, "/feeds/to-javascript.xml")])
+    [failure] = summary.failures
+    assert failure["url"] == page and "javascript:alert(document.cookie)" in failure["reason"]
+    assert summary.pages_failed == 1 and summary.extract_failed == 1
+    assert indexed_urls(es, cycle_settings.es_index) == stories(hostile, 5)
+
+
+@pytest.mark.xfail(strict=True, reason="needs cycle.py to list a page's download failure in the summary "
+                   "even when the feed's own text stood in for the page")  # fmt: skip
+def test_a_page_download_failure_is_in_the_summary_even_when_the_feed_text_stands_in(
+    hostile: HostileSite, es: Elasticsearch, cycle_settings: Settings
+) -> None:
+    page = hostile.url("/redirect/scheme-javascript")
+    long_text = " ".join(story_paragraphs(6))
+    hostile.feed("/feeds/to-javascript-long.xml", [Item(page, title=story_title(6), description=long_text)])
+    summary = run_cycle(cycle_settings, es, [feed_config(hostile, "/feeds/to-javascript-long.xml")])
+    assert summary.indexed == 1 and summary.feed_fallbacks == 1 and summary.pages_failed == 1
+    assert any(f["url"] == page and "javascript:" in f["reason"] for f in summary.failures), summary.failures
+
+
+# --- refused addresses: link-local, metadata, private, in every spelling (issue #13 item 3) -------
+
+
+@pytest.mark.parametrize("url", METADATA_SPELLINGS)
+def test_metadata_and_link_local_addresses_are_refused_in_every_spelling_even_with_private_hosts_allowed(
+    audit: ConnectionAudit, url: str
+) -> None:
+    with Fetcher(fast(allow_private_hosts=True)) as fetcher, pytest.raises(RefusedURL) as caught:
+        fetcher.get(url)
+    assert "never fetched" in str(caught.value) or "malformed" in str(caught.value)
+    with pytest.raises(RefusedURL):
+        check_url(url, allow_private=True)
+    assert audit.connections == []
+
+
+@pytest.mark.parametrize("url", METADATA_SPELLINGS)
+def test_a_redirect_to_metadata_is_refused_before_connecting_even_from_an_exempt_host(
+    hostile: HostileSite, audit: ConnectionAudit, url: str
+) -> None:
+    start = hostile.redirect_to(url)
+    exempt = frozenset({"127.0.0.1", "169.254.169.254", "2852039166", "0xa9fea9fe", "::ffff:a9fe:a9fe"})
+    with Fetcher(fast(allow_private_hosts=False), exempt_hosts=exempt) as fetcher, pytest.raises(RefusedURL) as caught:
+        fetcher.get(start)
+    assert str(caught.value).startswith(f"redirect to {url!r}")
+    assert {port for _, port in audit.connections} == {hostile.port}
+
+
+def loopback_spellings(port: int) -> list[str]:
+    return [
+        f"http://localhost:{port}/secret",
+        f"http://LOCALHOST:{port}/secret",
+        f"http://2130706433:{port}/secret",
+        f"http://0x7f000001:{port}/secret",
+        f"http://0x7f.1:{port}/secret",
+        f"http://127.1:{port}/secret",
+        f"http://127.0.0.1.:{port}/secret",
+        f"http://0:{port}/secret",
+        f"http://[::ffff:127.0.0.1]:{port}/secret",
+        f"http://[::ffff:7f00:1]:{port}/secret",
+        f"http://[::1]:{port}/secret",
+        f"http://10.0.0.1:{port}/secret",
+        f"http://192.168.1.1:{port}/secret",
+    ]
+
+
+def test_loopback_in_every_spelling_is_refused_when_private_hosts_are_not_allowed(
+    hostile: HostileSite, audit: ConnectionAudit
+) -> None:
+    with HostileSite() as internal:  # stands in for a service on the machine's loopback
+        internal.static("/secret", "INTERNAL")
+        strict = Fetcher(fast(allow_private_hosts=False), exempt_hosts=frozenset({"127.0.0.1"}))
+        with strict:
+            for url in loopback_spellings(internal.port):
+                # "127.0.0.1." is a name to httpx and no name to the resolver: a DNS failure.
+                with pytest.raises(FetchError, match="non-public|malformed|DNS lookup failed"):
+                    strict.get(hostile.redirect_to(url))
+        assert internal.count("/secret") == 0
+        assert audit.to_port(internal.port) == []
+
+
+def test_a_name_with_a_metadata_address_among_its_answers_is_refused(
+    hostile: HostileSite, audit: ConnectionAudit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(socket, "getaddrinfo", fake_dns({"twofaced.test": ["127.0.0.1", "169.254.169.254"]}))
+    with Fetcher(fast(allow_private_hosts=True)) as fetcher, pytest.raises(RefusedURL, match="169.254.169.254"):
+        fetcher.get(f"http://twofaced.test:{hostile.port}/story/1")
+    assert audit.connections == [] and hostile.count("/story/1") == 0
+
+
+def test_a_name_that_changes_its_answer_is_judged_on_the_address_connected_to(
+    audit: ConnectionAudit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    answers = iter([["93.184.216.34"]])  # a public address first, then the metadata service for ever
+
+    def rebinding() -> list[str]:
+        return next(answers, ["169.254.169.254"])
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake_dns({"rebind.test": rebinding}))
+    with Fetcher(fast(allow_private_hosts=False)) as fetcher, pytest.raises(FetchError):
+        fetcher.get("http://rebind.test/latest/meta-data/")
+    assert [c for c in audit.connections if c[0].startswith("169.254.")] == []
+
+
+# --- sizes: decompression bombs, endless bodies and headers -------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/bomb/gzip.xml", "/bomb/deflate.html", "/huge/endless.xml", "/huge/declared.xml"])
+def test_bombs_and_endless_bodies_are_cut_at_the_size_cap(hostile: HostileSite, path: str) -> None:
+    started = time.monotonic()
+    with Fetcher(fast()) as fetcher, pytest.raises(TooLarge, match="300000-byte cap"):
+        fetcher.get(hostile.url(path))
+    assert time.monotonic() - started < 1.5
+
+
+@pytest.mark.parametrize(
+    "path", ["/bomb/gzip-twice.xml", "/bomb/brotli.xml", "/huge/headers.xml", "/huge/one-header.xml"]
+)
+def test_unasked_encodings_and_endless_headers_are_fetch_errors(hostile: HostileSite, path: str) -> None:
+    started = time.monotonic()
+    result = poll(hostile, path)
+    assert result.outcome == "failed" and result.error
+    assert time.monotonic() - started < 2.5
+
+
+# --- slow servers: trickling, hanging, hanging up, absurd Retry-After ---------------------------
+
+
+@pytest.mark.parametrize("path", ["/slow/trickle-headers.xml", "/slow/trickle-body.xml"])
+def test_a_trickling_response_is_cut_at_the_total_timeout(hostile: HostileSite, path: str) -> None:
+    started = time.monotonic()
+    with Fetcher(fast(read_timeout=1, total_timeout=1)) as fetcher, pytest.raises(FetchError, match="still arriving"):
+        fetcher.get(hostile.url(path))
+    assert time.monotonic() - started < 2
+
+
+def test_a_hanging_server_times_out_at_the_read_timeout(hostile: HostileSite) -> None:
+    started = time.monotonic()
+    with Fetcher(fast(read_timeout=0.5)) as fetcher, pytest.raises(FetchError, match="timed out"):
+        fetcher.get(hostile.url("/slow/hang.xml"))
+    assert time.monotonic() - started < 1.5
+
+
+def test_a_feed_queued_behind_a_tarpit_on_its_host_is_still_read(hostile: HostileSite) -> None:
+    # The wait for the host's only slot is not the queued download's time: the tarpit is bounded by
+    # its own deadline, and the good feed then has all of its own.
+    with Fetcher(fast(per_host=1, read_timeout=1, total_timeout=1.5)) as fetcher, ThreadPoolExecutor(1) as pool:
+        tarpit = pool.submit(poll_feed, fetcher, feed_config(hostile, "/slow/trickle-body.xml"), None, now=NOW)
+        wait_until(lambda: hostile.count("/slow/trickle-body.xml") == 1)
+        good = poll_feed(fetcher, feed_config(hostile, "/feeds/good.xml"), None, now=NOW)
+    assert "still arriving" in (tarpit.result().error or "")
+    assert good.outcome == "ok" and len(good.items) == 3
+
+
+@pytest.mark.parametrize("path", ["/slow/hang-up.xml", "/slow/garbage.xml", "/slow/bad-status.xml"])
+def test_servers_that_hang_up_or_speak_garbage_fail_their_feed_with_a_reason(hostile: HostileSite, path: str) -> None:
+    result = poll(hostile, path)
+    assert result.outcome == "failed" and result.error and "connection failed" in result.error
+
+
+@pytest.mark.parametrize("name", ["huge", "superscript", "far-future"])
+def test_absurd_retry_after_values_defer_the_feed_a_day_at_most(hostile: HostileSite, name: str) -> None:
+    result = poll(hostile, f"/slow/retry-after-{name}.xml")
+    assert result.outcome == "failed" and result.error
+    if name == "superscript":  # not a number at all: an ordinary 503
+        assert result.error == "FetchError: HTTP 503"
+        return
+    assert "retry after" in result.error
+    assert result.state.retry_after_until is not None
+    until = datetime.fromisoformat(result.state.retry_after_until.replace("Z", "+00:00"))
+    assert NOW < until <= NOW + timedelta(days=1)
+
+
+def test_validators_in_raw_utf8_do_not_break_the_next_poll(hostile: HostileSite) -> None:
+    feed = feed_config(hostile, "/feeds/utf8-etag.xml")
+    with Fetcher(fast()) as fetcher:
+        first = poll_feed(fetcher, feed, None, now=NOW)
+        again = poll_feed(fetcher, feed, first.state, now=NOW + timedelta(hours=1))
+    assert first.outcome == "ok" and [i.title for i in first.items] == [story_title(71)]
+    assert again.outcome == "not_modified", again.error
+    assert hostile.count("/feeds/utf8-etag.xml") == 2
+
+
+# --- whatever the server sends ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shared_site() -> Iterator[HostileSite]:
+    """One site for the property tests (hypothesis runs each many times; fixtures run once)."""
+    with HostileSite() as site:
+        yield site
+
+
+@example(location=b"javascript:alert(1)")  # httpx.InvalidURL escaped the fetcher (issue #13, item 2)
+@example(location=b"http://[::1")
+@example(location=b"http://xn--/")
+@example(location=b"http://127.0.0.1:99999/")
+@given(location=st.binary(max_size=80).filter(lambda b: b"\r" not in b and b"\n" not in b))
+@hypothesis_settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_the_fetcher_raises_nothing_but_fetch_errors_whatever_the_location_header(
+    shared_site: HostileSite, location: bytes
+) -> None:
+    with (
+        ConnectionAudit() as seen,
+        mock.patch.object(socket, "getaddrinfo", fake_dns({})),
+        Fetcher(fast(max_redirects=2)) as fetcher,
+    ):
+        shared_site.redirect("/start", location)
+        with contextlib.suppress(FetchError):
+            fetcher.get(shared_site.url("/start"))
+    assert seen.outside_loopback == []
