@@ -36,9 +36,10 @@ from hypothesis import strategies as st
 
 from pipeline.cycle import RunSummary, run_cycle
 from pipeline.errors import FetchError, RefusedURL, TooLarge
+from pipeline.extract import process_page
 from pipeline.fetch import Fetcher, check_url
 from pipeline.poll import PollResult, poll_feed
-from pipeline.records import FeedConfig
+from pipeline.records import Article, FeedConfig, FeedItem
 from pipeline.settings import Settings
 from pipeline.urls import canonical_url
 
@@ -281,6 +282,31 @@ def test_a_name_that_changes_its_answer_is_judged_on_the_address_connected_to(
     with Fetcher(fast(allow_private_hosts=False)) as fetcher, pytest.raises(FetchError):
         fetcher.get("http://rebind.test/latest/meta-data/")
     assert [c for c in audit.connections if c[0].startswith("169.254.")] == []
+
+
+# --- encodings: mislabelled and legacy ------------------------------------------------------------
+
+
+def page_article(site: HostileSite, path: str) -> Article | Any:
+    with Fetcher(fast()) as fetcher:
+        resp = fetcher.get(site.url(path))
+    item = FeedItem(feed_id="f", outlet="o", url=site.url(path), canonical_url=canonical_url(site.url(path)))
+    return process_page(
+        item, resp.content, resp.headers.get("content-type", ""), resp.final_url, NOW, ("ar",), 200, 2000
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "n"),
+    [("/enc/cp1256-as-latin1.html", 201), ("/enc/iso-8859-6-as-latin1.html", 202), ("/enc/iso-8859-6.html", 203),
+     ("/enc/utf16le-no-bom.html", 204), ("/enc/utf16be-no-bom.html", 205), ("/enc/bogus-charset.html", 206)],
+)  # fmt: skip
+def test_mislabelled_and_legacy_pages_decode_exactly(hostile: HostileSite, path: str, n: int) -> None:
+    article = page_article(hostile, path)
+    assert isinstance(article, Article), article
+    assert article.body_source == "page"
+    for paragraph in story_paragraphs(n):
+        assert paragraph in article.body
 
 
 # --- sizes: decompression bombs, endless bodies and headers -------------------------------------
