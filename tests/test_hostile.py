@@ -448,6 +448,28 @@ def test_validators_in_raw_utf8_do_not_break_the_next_poll(hostile: HostileSite)
 # --- feed content: odd links, duplicate guids, absurd dates, HTML for feeds ---------------------
 
 
+def test_odd_item_links_are_skipped_with_a_reason(hostile: HostileSite) -> None:
+    result = poll(hostile, "/feeds/odd-links.xml")
+    assert result.outcome == "ok"
+    urls = [item.url for item in result.items]
+    assert hostile.url("/story/31") in urls
+    assert hostile.url("/story/32") in urls  # relative
+    assert hostile.url("/story/33") in urls  # protocol-relative
+    assert hostile.url("/story/34") in urls  # padded with white space
+    assert "http://xn--mgbh0fb.xn--kgbechtv/%D8%AE%D8%A8%D8%B1" in [item.canonical_url for item in result.items]
+    skipped = [(s.link, s.reason) for s in result.skipped]
+    long_link = hostile.url(f"/story/{'x' * 10_000}")[:200]
+    assert skipped == [
+        ("javascript:alert(1)", "not an http(s) link (javascript scheme)"),
+        ("mailto:desk@hostile.example", "not an http(s) link (mailto scheme)"),
+        ("data:text/html,hello", "not an http(s) link (data scheme)"),
+        ("ftp://127.0.0.1/story", "not an http(s) link (ftp scheme)"),
+        ("", "no link"),  # white space only
+        ("", "no link"),  # "http://[oops/": feedparser drops what it cannot resolve
+        (long_link, "link longer than 4096 characters"),
+    ]
+
+
 def test_items_linking_to_refused_or_unknown_hosts_fail_alone_and_are_reported(
     hostile: HostileSite, es: Elasticsearch, cycle_settings: Settings, audit: ConnectionAudit, no_dns: None
 ) -> None:
@@ -507,6 +529,75 @@ def test_html_where_the_feed_should_be_fails_that_feed_and_a_feed_served_as_html
     assert indexed_urls(es, cycle_settings.es_index) == stories(hostile, 61, 62)
 
 
+# --- everything at once -------------------------------------------------------------------------
+
+# Each hostile feed, and what its reason in the summary must say ("" : the feed is read).
+HOSTILE_FEEDS = {
+    "/redirect/loop-a": "redirect loop",
+    "/redirect/chain/0": "more than 5 redirects",
+    "/redirect/no-location": "without Location",
+    "/redirect/malformed-open-bracket": "'http://[::1'",
+    "/redirect/malformed-zone-id": "'http://[fe80::1%25eth0]/'",
+    "/redirect/scheme-javascript": "'javascript:alert(document.cookie)'",
+    "/redirect/scheme-file": "'file:///etc/passwd'",
+    "/redirect/scheme-data": "scheme 'data' is not http(s)",
+    "/bomb/gzip.xml": "300000-byte cap",
+    "/bomb/gzip-twice.xml": "unsupported Content-Encoding",
+    "/huge/endless.xml": "300000-byte cap",
+    "/huge/declared.xml": "Content-Length 10737418240",
+    "/huge/headers.xml": "connection failed",
+    "/slow/trickle-headers.xml": "still arriving",
+    "/slow/trickle-body.xml": "still arriving",
+    "/slow/hang.xml": "timed out",
+    "/slow/hang-up.xml": "connection failed",
+    "/slow/garbage.xml": "connection failed",
+    "/slow/retry-after-huge.xml": "retry after 86400s",
+    "/slow/retry-after-superscript.xml": "HTTP 503",
+    "/feeds/html-as-feed.xml": "HTML page",
+    "/feeds/not-xml.xml": "malformed feed",
+    "/xml/xxe-file.xml": "",
+    "/xml/quadratic.xml": "",
+    "/xml/billion-laughs-one-line.xml": "",
+    "/xml/char-ref-out-of-range.xml": "",
+    "/enc/charset-undefined.xml": "",
+    "/enc/declared-undefined.xml": "",
+    "/enc/utf16le-no-bom.xml": "",
+    "/feeds/odd-links.xml": "",
+    "/feeds/absurd-dates.xml": "",
+}
+
+
+def test_one_cycle_over_every_hostile_feed_indexes_the_good_work_and_names_every_failure(
+    hostile: HostileSite, es: Elasticsearch, cycle_settings: Settings, audit: ConnectionAudit, no_dns: None
+) -> None:
+    pages = ["/bomb/deflate.html", "/huge/endless.xml", "/slow/hang.xml", "/slow/trickle-body.xml",
+             "/redirect/scheme-javascript", "/redirect/malformed-port-too-big", "/enc/utf16le-no-bom.html",
+             "/enc/iso-8859-6-as-latin1.html"]  # fmt: skip
+    for metadata in METADATA_SPELLINGS[:6]:
+        pages.append(hostile.redirect_to(metadata).removeprefix(hostile.base_url))
+    hostile.feed("/feeds/to-hostile-pages.xml", [hostile.url(p) for p in pages])
+    paths = [*HOSTILE_FEEDS, "/feeds/to-hostile-pages.xml", "/feeds/good.xml"]
+    feeds = [feed_config(hostile, p) for p in paths]
+    started = time.monotonic()
+    summary = run_cycle(cycle_settings, es, feeds)
+    assert time.monotonic() - started < 30
+    why = reasons(summary)
+    failing = {feed_config(hostile, p).id: reason for p, reason in HOSTILE_FEEDS.items() if reason}
+    assert set(why) == set(failing)
+    for feed_id, expected in failing.items():
+        assert expected in why[feed_id], (feed_id, why[feed_id])
+    assert summary.feeds_ok == len(feeds) - len(failing)
+    indexed = indexed_urls(es, cycle_settings.es_index)
+    assert stories(hostile, 1, 2, 3, 31, 211, 212, 221) <= indexed
+    assert {canonical_url(hostile.url("/enc/utf16le-no-bom.html")),
+            canonical_url(hostile.url("/enc/iso-8859-6-as-latin1.html"))} <= indexed  # fmt: skip
+    failed_pages = {f["url"]: f["reason"] for f in summary.failures}
+    assert {hostile.url(p) for p in pages if "/enc/" not in p} <= set(failed_pages)
+    assert all("never fetched" in failed_pages[hostile.url(p)] for p in pages if p.startswith("/to/"))
+    assert hostile.count("/xml/secret.txt") == 0
+    assert_no_connection_left_loopback(audit)
+
+
 # --- whatever the server sends ------------------------------------------------------------------
 
 
@@ -535,3 +626,24 @@ def test_the_fetcher_raises_nothing_but_fetch_errors_whatever_the_location_heade
         with contextlib.suppress(FetchError):
             fetcher.get(shared_site.url("/start"))
     assert seen.outside_loopback == []
+
+
+XML_TOKENS = [
+    "<?xml version='1.0' encoding='utf-8'?>", "<?xml version='1.0' encoding='undefined'?>", "<rss version='2.0'>",
+    "<channel>", "<item>", "</item>", "<title>", "</title>", "<link>", "</link>", "http://", "javascript:", "[",
+    "]>", "<!DOCTYPE rss [", '<!ENTITY a "ببب">', '<!ENTITY b "&a;&a;&a;">', "&a;", "&b;", "&#0;", "&#x110000;",
+    "<![CDATA[", "]]>", "<pubDate>", "</pubDate>", "Mon, 01 Jan 0001 00:00:00 GMT", "<feed xmlns='http://www.w3.org/2005/Atom'>",
+    "<entry>", "<link href='//x'/>", "\u0000", "\ufeff", "خبر", " ",
+]  # fmt: skip
+
+
+@example(body="<rss version='2.0'><channel><item><link>x</link></item></channel></rss>", charset="undefined")
+@given(body=st.lists(st.sampled_from(XML_TOKENS), max_size=40).map("".join), charset=st.sampled_from(
+    ["utf-8", "utf-16", "windows-1256", "iso-8859-6", "undefined", "base64", ""]))  # fmt: skip
+@hypothesis_settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_poll_feed_never_raises_whatever_the_feed_says(shared_site: HostileSite, body: str, charset: str) -> None:
+    content_type = f"application/rss+xml; charset={charset}" if charset else "application/rss+xml"
+    shared_site.static("/fuzz.xml", body.encode("utf-8", "surrogatepass"), headers={"Content-Type": content_type})
+    result = poll(shared_site, "/fuzz.xml")
+    assert result.outcome in {"ok", "failed"}
+    assert result.outcome == "ok" or result.error
