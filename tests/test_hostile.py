@@ -41,7 +41,7 @@ from pipeline.errors import FetchError, RefusedURL, TooLarge
 from pipeline.extract import process_page
 from pipeline.fetch import Fetcher, check_url
 from pipeline.poll import PollResult, poll_feed
-from pipeline.records import Article, FeedConfig, FeedItem
+from pipeline.records import Article, FeedConfig, FeedItem, FeedState
 from pipeline.settings import Settings
 from pipeline.urls import canonical_url
 
@@ -441,11 +441,21 @@ def test_validators_in_raw_utf8_do_not_break_the_next_poll(hostile: HostileSite)
         first = poll_feed(fetcher, feed, None, now=NOW)
         again = poll_feed(fetcher, feed, first.state, now=NOW + timedelta(hours=1))
     assert first.outcome == "ok" and [i.title for i in first.items] == [story_title(71)]
+    assert (first.state.etag, first.state.last_modified) == (None, None)  # not kept: they cannot be sent back
     assert again.outcome == "not_modified", again.error
     assert hostile.count("/feeds/utf8-etag.xml") == 2
 
 
 # --- feed content: odd links, duplicate guids, absurd dates, HTML for feeds ---------------------
+
+
+def test_a_corrupt_health_record_fails_its_feed_and_does_not_raise(hostile: HostileSite) -> None:
+    feed = feed_config(hostile, "/feeds/good.xml")
+    corrupt = FeedState(feed_id=feed.id, url=feed.url, retry_after_until="after the holidays", consecutive_failures=2)
+    with Fetcher(fast()) as fetcher:
+        result = poll_feed(fetcher, feed, corrupt, now=NOW)
+    assert result.outcome == "failed" and result.error and "ValueError" in result.error
+    assert result.state.consecutive_failures == 3
 
 
 def test_odd_item_links_are_skipped_with_a_reason(hostile: HostileSite) -> None:
