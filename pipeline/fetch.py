@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextvars
 import email.utils
+import ssl
 import threading
 import time
 import zlib
@@ -258,15 +259,22 @@ class Fetcher:
     """A thread-safe HTTP client with the guarantees in the module docstring."""
 
     def __init__(
-        self, settings: Settings, *, allow_private: bool | None = None, exempt_hosts: frozenset[str] = frozenset()
+        self,
+        settings: Settings,
+        *,
+        allow_private: bool | None = None,
+        exempt_hosts: frozenset[str] = frozenset(),
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        """``ssl_context`` replaces the default certificate checks (certifi's CAs), e.g. to trust an
+        intranet's own CA."""
         self.settings = settings
         self.allow_private = settings.allow_private_hosts if allow_private is None else allow_private
         # Host names (as written in URLs) let through the private-address rule by name: an intranet feed
         # server, or the demo site, without opening every private address. Never the link-local rule.
         self.exempt_hosts = frozenset(h.lower().strip("[]") for h in exempt_hosts)
         self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
+            ssl_context=ssl_context or httpx.create_ssl_context(trust_env=False),
             max_connections=settings.fetch_workers * 2,
             max_keepalive_connections=settings.fetch_workers,
             keepalive_expiry=5.0,

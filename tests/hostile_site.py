@@ -19,6 +19,7 @@ from __future__ import annotations
 import gzip
 import ipaddress
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -28,6 +29,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from html import escape
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 Handler = Callable[[BaseHTTPRequestHandler], None]
@@ -239,7 +241,8 @@ def _bomb(kind: str) -> bytes:
 class HostileSite:
     """The hostile web site. ``ROUTES`` lists its named routes; ``url(path)`` makes an absolute URL."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, tls: tuple[Path, Path] | None = None) -> None:
+        """``tls``: a certificate and its key; the site then speaks HTTPS."""
         self._state = _State()
         self._routes: dict[str, Handler] = {}
         self._prefixes: dict[str, Callable[[BaseHTTPRequestHandler, str], None]] = {}
@@ -257,6 +260,12 @@ class HostileSite:
                 site._serve(self)
 
         self._server = _QuietServer(("127.0.0.1", 0), _Handler)
+        self.scheme = "http"
+        if tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(*tls)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+            self.scheme = "https"
         # A short poll interval: stop() waits for it, and tests start and stop many sites.
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="hostile-site", daemon=True
@@ -272,7 +281,7 @@ class HostileSite:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def url(self, path: str) -> str:
         return self.base_url + path

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import time
 import tracemalloc
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from unittest import mock
 
@@ -35,6 +37,7 @@ from hostile_site import (
 from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
+from smtp_server import self_signed
 
 from pipeline.cycle import RunSummary, run_cycle
 from pipeline.errors import FetchError, RefusedURL, TooLarge
@@ -414,6 +417,28 @@ def test_a_feed_queued_behind_a_tarpit_on_its_host_is_still_read(hostile: Hostil
         good = poll_feed(fetcher, feed_config(hostile, "/feeds/good.xml"), None, now=NOW)
     assert "still arriving" in (tarpit.result().error or "")
     assert good.outcome == "ok" and len(good.items) == 3
+
+
+@pytest.fixture
+def tls_site(tmp_path: Path) -> Iterator[tuple[HostileSite, ssl.SSLContext]]:
+    cert, key = self_signed(tmp_path)
+    with HostileSite(tls=(cert, key)) as site:
+        yield site, ssl.create_default_context(cafile=str(cert))
+
+
+def test_https_goes_through_the_same_guarded_connection(
+    tls_site: tuple[HostileSite, ssl.SSLContext], audit: ConnectionAudit
+) -> None:
+    site, trusting = tls_site
+    with Fetcher(fast(), ssl_context=trusting) as fetcher:
+        assert story_paragraphs(1)[0] in fetcher.get(site.url("/story/1")).content.decode()
+        started = time.monotonic()
+        with pytest.raises(FetchError, match="still arriving"):
+            fetcher.get(site.url("/slow/trickle-body.xml"))
+        assert time.monotonic() - started < 3
+    with Fetcher(fast()) as strict, pytest.raises(FetchError, match="CERTIFICATE_VERIFY_FAILED"):
+        strict.get(site.url("/story/1"))  # the site's own certificate is no CA's
+    assert {port for _, port in audit.connections} == {site.port}
 
 
 @pytest.mark.parametrize("path", ["/slow/hang-up.xml", "/slow/garbage.xml", "/slow/bad-status.xml"])
