@@ -49,6 +49,7 @@ class RunSummary:
     failed_feeds: list[dict[str, Any]] = field(default_factory=list)
     moved_feeds: list[dict[str, str]] = field(default_factory=list)
     items_seen: int = 0
+    items_skipped: int = 0  # feed entries with no link we could fetch (javascript:, malformed, none)
     items_same_url: int = 0
     items_known: int = 0
     items_new: int = 0
@@ -70,6 +71,11 @@ class RunSummary:
     alert_failures: list[dict[str, str]] = field(default_factory=list)
     failures: list[dict[str, str]] = field(default_factory=list)  # first 50 page failures, for the report
     stage_seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage
+
+    def note_failure(self, *, feed: str, url: str, reason: str) -> None:
+        """Keep a per-item failure for the report (the first 50; every one is logged)."""
+        if len(self.failures) < 50:
+            self.failures.append({"feed": feed, "url": url, "reason": reason})
 
     @property
     def reached_no_feed(self) -> bool:
@@ -203,6 +209,10 @@ def collect(
             if isinstance(result, Article):
                 summary.feed_fallbacks += result.body_source == "feed"
                 articles.append(result)
+                if fetch_error:  # indexed from the feed's text, but the page's failure is still news
+                    summary.note_failure(
+                        feed=item.feed_id, url=item.url, reason=f"{fetch_error}; the feed's own text stood in"
+                    )
                 continue
             elif isinstance(result, LanguageRejected):
                 summary.skipped_language[result.language] = summary.skipped_language.get(result.language, 0) + 1
@@ -213,8 +223,7 @@ def collect(
                 reason = f"{fetch_error}; then {result}" if fetch_error else str(result)
                 outcomes.append(Outcome.of(item, "failed", reason))
                 _log.warning("extract.failed", feed=item.feed_id, url=item.url, reason=reason)
-                if len(summary.failures) < 50:
-                    summary.failures.append({"feed": item.feed_id, "url": item.url, "reason": reason})
+                summary.note_failure(feed=item.feed_id, url=item.url, reason=reason)
         clock.lap("poll+download+extract")
     finally:
         if own_fetcher:
@@ -261,6 +270,9 @@ def _credit(article: Article, owner: tuple[int, str, str]) -> Article:
 
 def _count_polls(summary: RunSummary, polled: Sequence[PollResult]) -> None:
     for r in polled:
+        summary.items_skipped += len(r.skipped)
+        for skipped in r.skipped:
+            summary.note_failure(feed=r.feed.id, url=skipped.link, reason=f"feed entry skipped: {skipped.reason}")
         if r.outcome == "ok":
             summary.feeds_ok += 1
         elif r.outcome == "not_modified":

@@ -75,3 +75,10 @@ class AlertError(PipelineError):
 class MailServerUnreachable(AlertError):
     """The mail server did not answer at all (refused, unreachable, timed out, TLS failed): later
     deliveries in the same run would fail the same way."""
+
+
+def reason(err: BaseException) -> str:
+    """``"<kind>: <message>"`` for summaries and reports, the kind being the error's nearest public class
+    (a module's private subclass, such as a retried dropped connection, shows as the FetchError it is)."""
+    kind = next(c.__name__ for c in type(err).__mro__ if not c.__name__.startswith("_"))
+    return f"{kind}: {err}"

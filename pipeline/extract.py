@@ -20,6 +20,7 @@ from lxml.html import HtmlElement
 from trafilatura.settings import use_config
 from trafilatura.utils import load_html
 
+from pipeline.charsets import LATIN_CODECS, WIDE_CODECS, bom_codec, is_utf8, legacy_arabic, sniff_wide, web_codec
 from pipeline.cluster import fingerprint
 from pipeline.errors import ExtractError, PipelineError
 from pipeline.language import check_language
@@ -28,10 +29,6 @@ from pipeline.records import Article, FeedItem
 from pipeline.topics import Profile, tag_article
 
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_:.-]+)""", re.IGNORECASE)
-_LATIN_LABELS = {"iso-8859-1", "latin-1", "latin1", "l1", "windows-1252", "cp1252", "us-ascii", "ascii"}
-# Arabic letters that windows-1256 maps from bytes 0xC1–0xFE; Latin-1 shows these bytes as accented
-# Latin letters, which is how a mislabelled Arabic page looks.
-_ARABIC_LETTER = re.compile(r"[\u0621-\u064A]")
 
 _CONFIG = use_config()
 # No per-document time limit from signals (it does not work in worker threads) and no minimum sizes
@@ -41,51 +38,38 @@ _CONFIG.set("DEFAULT", "MIN_OUTPUT_SIZE", "1")
 _CONFIG.set("DEFAULT", "MIN_EXTRACTED_SIZE", "1")
 
 
-def _codec(label: str | None) -> str | None:
-    if not label:
-        return None
-    label = label.strip().strip("\"'").lower()
-    try:
-        import codecs
-
-        return codecs.lookup(label).name
-    except LookupError:
-        return None
-
-
 def _charset_from_header(content_type: str) -> str | None:
     match = re.search(r"charset\s*=\s*[\"']?([^;\"'\s]+)", content_type, re.IGNORECASE)
     return match.group(1) if match else None
 
 
-def _looks_cp1256(content: bytes) -> bool:
-    """True when bytes declared Latin are really Windows-1256 Arabic."""
-    high = sum(1 for b in content[:20000] if b >= 0x80)
-    if high < 20:
-        return False
-    sample = content[:20000].decode("cp1256", errors="replace")
-    return len(_ARABIC_LETTER.findall(sample)) >= high * 0.6
-
-
 def decode_html(content: bytes, content_type: str = "") -> str:
-    """Decode a page: BOM, then the HTTP charset, then the page's meta charset, then UTF-8, then
-    Windows-1256 (the commonest legacy Arabic encoding).
+    """Decode a page: what the bytes themselves say first (a BOM; the NULs of UTF-16/32), then the HTTP
+    charset, then the page's meta charset, then UTF-8, then Windows-1256 or ISO-8859-6 (the legacy
+    Arabic encodings). Labels naming no usable encoding are ignored; a Latin or legacy label on bytes
+    that are valid UTF-8 or plainly Arabic gives way to what they are.
     """
-    if content.startswith(b"\xef\xbb\xbf"):
-        return content[3:].decode("utf-8", errors="replace")
-    if content.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return content.decode("utf-16", errors="replace")
+    bom = bom_codec(content)
+    wide = sniff_wide(content)
+    if bom is not None or wide is not None:
+        text = content.decode(wide or bom or "utf-8", errors="replace")
+        return text.removeprefix("\ufeff")
     meta = _META_CHARSET.search(content[:4096])
     candidates = [
-        _codec(_charset_from_header(content_type)),
-        _codec(meta.group(1).decode("ascii", "ignore") if meta else None),
+        web_codec(_charset_from_header(content_type)),
+        web_codec(meta.group(1).decode("ascii", "ignore") if meta else None),
     ]
     for codec in candidates:
-        if codec is None:
+        if codec is None or codec in WIDE_CODECS:  # no NULs in the bytes: not UTF-16/32, whatever it says
             continue
-        # Servers often declare ISO-8859-1 for Windows-1256 bytes; trust the bytes, not the header.
-        if codec in {_codec(x) for x in _LATIN_LABELS} and _looks_cp1256(content):
-            return content.decode("cp1256", errors="replace")
+        if codec != "utf-8" and is_utf8(content):
+            # Sites move to UTF-8 and keep the old label: UTF-8 bytes never decode strictly by chance.
+            return content.decode("utf-8", errors="replace")
+        if codec in LATIN_CODECS:
+            # Servers often declare ISO-8859-1 for Arabic bytes; trust the bytes, not the header.
+            legacy = legacy_arabic(content)
+            if legacy is not None:
+                return content.decode(legacy, errors="replace")
         try:
             return content.decode(codec)
         except UnicodeDecodeError:
@@ -93,7 +77,7 @@ def decode_html(content: bytes, content_type: str = "") -> str:
     try:
         return content.decode("utf-8")
     except UnicodeDecodeError:
-        return content.decode("cp1256", errors="replace")
+        return content.decode(legacy_arabic(content) or "cp1256", errors="replace")
 
 
 def _page_date(value: Any) -> datetime | None:
@@ -227,7 +211,7 @@ def _not_html(content: bytes, content_type: str) -> str:
     mime = content_type.split(";")[0].strip().lower()
     if mime and mime not in _HTML_TYPES and not mime.endswith("+xml"):
         return f"the link serves {mime}, not a web page"
-    if b"\0" in content[:1024]:
+    if b"\0" in content[:1024] and sniff_wide(content) is None:  # UTF-16 text has NULs too
         return "the link serves binary data, not a web page"
     return ""
 

@@ -6,17 +6,17 @@
 
 from __future__ import annotations
 
-import codecs
 import functools
 import io
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from time import struct_time
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import feedparser  # type: ignore[import-untyped, unused-ignore]
 import jsonschema  # type: ignore[import-untyped, unused-ignore]
@@ -25,6 +25,7 @@ import lxml.html  # type: ignore[import-untyped, unused-ignore]
 import yaml  # type: ignore[import-untyped, unused-ignore]
 
 from pipeline import log as logging
+from pipeline.charsets import LATIN_CODECS, WIDE_CODECS, legacy_arabic, sniff_wide, web_codec
 from pipeline.errors import ConfigError, FeedError
 from pipeline.records import FeedConfig, FeedItem
 from pipeline.urls import canonical_url
@@ -258,8 +259,30 @@ def _sort_key(at: PathKey) -> tuple[tuple[int, int, str], ...]:
 # bozo flags feedparser raises on documents it read perfectly well: a charset it had to override,
 # or a feed served as text/html. Many Arabic outlets do both on every poll.
 _BENIGN_BOZO = (feedparser.CharacterEncodingOverride, feedparser.NonXMLContentType)
-_LATIN_CODECS = frozenset({"iso8859-1", "cp1252", "iso8859-15", "ascii"})  # codecs.lookup names
 _XML_ENCODING_RE = re.compile(rb"""^\s*<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._:-]+)["']""")
+_CHARSET_RE = re.compile(r";\s*charset\s*=\s*[\"']?([^;\"'\s]*)[\"']?", re.IGNORECASE)
+# feedparser's own test for where the document's first element starts (sanitizer.replace_doctype).
+_FIRST_ELEMENT_RE = re.compile(rb"<\w")
+_XML_DECLARATION_RE = re.compile(rb"^<\?xml[^>]*?>")
+_CHAR_REF_RE = re.compile(rb"&#(?:[xX]([0-9a-fA-F]+)|([0-9]+));")
+# Links longer than this are no article's address (servers refuse them; the index cannot key them).
+MAX_LINK_CHARS = 4096
+# Publication times before this are a broken clock (epoch zero, year 1), not news: left unknown.
+EARLIEST_DATE = datetime(1995, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedItem:
+    """An entry of a feed that names no article we can fetch, and why."""
+
+    link: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedFeed:
+    items: list[FeedItem]
+    skipped: list[SkippedItem]
 
 
 def parse_feed(
@@ -270,13 +293,34 @@ def parse_feed(
     fetched_at: datetime,
     max_items: int = 500,
 ) -> list[FeedItem]:
-    """The items of one fetched feed document, newest first as the feed lists them.
+    """The items of one fetched feed document: ``read_feed(...).items``.
+
+    Raises:
+        FeedError: as ``read_feed``.
+    """
+    return read_feed(content, headers, feed=feed, fetched_at=fetched_at, max_items=max_items).items
+
+
+def read_feed(
+    content: bytes,
+    headers: Mapping[str, str],
+    *,
+    feed: FeedConfig,
+    fetched_at: datetime,
+    max_items: int = 500,
+) -> ParsedFeed:
+    """The items of one fetched feed document, newest first as the feed lists them, and the entries
+    skipped with the reason.
 
     ``headers`` are the response headers (any case); the charset they declare is honoured unless
-    it plainly mislabels Arabic bytes. Links are resolved against the feed URL; items without an
-    http(s) link are skipped, at most ``max_items`` returned. Repeated links are all returned: the
-    cycle merges them by canonical URL and counts the merges in its summary. A
-    publication time later than ``fetched_at`` (an aware datetime) is clamped to it.
+    the bytes plainly say otherwise (UTF-16 without BOM, Arabic bytes labelled Latin-1, a label naming
+    no usable encoding). Links are resolved against the feed URL; entries without a usable http(s)
+    link are skipped, at most ``max_items`` returned. Repeated links are all returned: the cycle
+    merges them by canonical URL and counts the merges in its summary. A publication time later than
+    ``fetched_at`` (an aware datetime) is clamped to it; one before 1995 is taken as unknown.
+
+    The document's DOCTYPE never reaches the XML parsers: no entity it declares is expanded (entity
+    bombs), no external entity or DTD is ever loaded.
 
     Raises:
         FeedError: the document is empty, an HTML page, not a feed, or too broken to yield any entry.
@@ -288,8 +332,12 @@ def parse_feed(
 
     lowered = {name.lower(): value for name, value in headers.items()}
     # Relative links resolve against the document's location; feedparser only knows it from here.
-    lowered["content-location"] = urljoin(feed.url, lowered.get("content-location", ""))
-    result = _parse_decoded(content, lowered)
+    lowered["content-location"] = _location(feed.url, lowered.get("content-location", ""))
+    try:
+        result = _parse_decoded(content, lowered)
+    except FeedError as err:
+        err.url, err.feed_id = feed.url, feed.id
+        raise
 
     problem = result.get("bozo_exception") if result.get("bozo") else None
     if isinstance(problem, _BENIGN_BOZO):
@@ -301,33 +349,120 @@ def parse_feed(
             raise FeedError(f"malformed feed, no entries recoverable: {problem}", url=feed.url, feed_id=feed.id)
         if not result.get("version"):
             raise FeedError("not an RSS, Atom or RDF feed", url=feed.url, feed_id=feed.id)
-        return []  # a well-formed feed with nothing in it right now
+        return ParsedFeed([], [])  # a well-formed feed with nothing in it right now
     if problem is not None:
         log.warning("feed.malformed", feed=feed.id, url=feed.url, reason=str(problem))
 
-    items: list[FeedItem] = []
+    parsed = ParsedFeed([], [])
     for entry in result.entries:
-        if len(items) >= max_items:
+        if len(parsed.items) >= max_items:
             break
-        item = _item(entry, feed, fetched_at.astimezone(UTC))
-        if item is not None:
-            items.append(item)
-    return items
+        link = _raw_link(entry)
+        try:
+            parsed.items.append(_item(entry, link, feed, fetched_at.astimezone(UTC)))
+        except _Unusable as why:
+            parsed.skipped.append(SkippedItem(link[:200], str(why)))
+    if parsed.skipped:
+        log.info("feed.items_skipped", feed=feed.id, url=feed.url, count=len(parsed.skipped),
+                 reasons=sorted({s.reason for s in parsed.skipped}))  # fmt: skip
+    return parsed
+
+
+def _location(feed_url: str, content_location: str) -> str:
+    try:
+        return urljoin(feed_url, content_location)
+    except ValueError:  # a malformed Content-Location ("http://[::1") says nothing usable
+        return feed_url
 
 
 def _feedparser(content: bytes, headers: dict[str, str]) -> Any:
+    """feedparser on ``content``, decoded first and stripped of everything before its first element.
+
+    Decoding is feedparser's own (``convert_to_utf8``: RFC 3023, the XML declaration, its fallbacks)
+    after the labels it would trust have been checked against the bytes. Stripping the prolog, once
+    the text is UTF-8 whatever it came as, removes the DOCTYPE and with it every entity declaration:
+    feedparser keeps "safe" ones itself, and its fallback parser expands them without limit (a 100 KB
+    entity referenced 10,000 times took 17 s and 3 GB). Feeds never need their own entities.
+
+    The result's ``encoding`` is the one the bytes were decoded from.
+    """
+    probe: dict[str, Any] = {}
+    decoded = feedparser.encodings.convert_to_utf8(_usable_labels(content, headers), content, probe)
+    if not probe.get("encoding"):  # feedparser found no encoding that decodes these bytes
+        decoded = content.decode("windows-1256").encode("utf-8")
+        probe["encoding"] = "windows-1256"
     # BytesIO, not the bytes: feedparser tries open() on a bytes argument first, so a body reading
     # "/etc/passwd" would be parsed from the local disk. No HTML sanitising or URI rewriting inside
     # content: we never render feed HTML (html_to_text keeps only text; alerts escape it), and
     # sanitising is a third of feedparser's time on full-content feeds.
-    return feedparser.parse(
-        io.BytesIO(content), response_headers=headers, sanitize_html=False, resolve_relative_uris=False
-    )
+    try:
+        result = feedparser.parse(
+            io.BytesIO(_without_bad_char_refs(_without_prolog(decoded))),
+            response_headers=_with_charset(headers, "utf-8"),
+            sanitize_html=False,
+            resolve_relative_uris=False,
+        )
+    except Exception as err:  # noqa: BLE001 - a feedparser bug on one hostile document is that feed's failure
+        raise FeedError(f"the feed parser failed: {type(err).__name__}: {err}") from err
+    result["encoding"] = probe["encoding"]
+    return result
+
+
+def _usable_labels(content: bytes, headers: Mapping[str, str]) -> dict[str, str]:
+    """``headers`` with a charset feedparser may trust: the one the bytes say when they are UTF-16 or
+    UTF-32; else the declared one, unless it names no usable encoding or a wide one for narrow bytes
+    (then UTF-8 or Windows-1256, whichever decodes), since feedparser would raise or read garbage."""
+    wide = sniff_wide(content)
+    if wide is not None:
+        return _with_charset(headers, wide)
+    match = _CHARSET_RE.search(headers.get("content-type", ""))
+    declared = _XML_ENCODING_RE.match(content[:512])
+    labels = [match.group(1) if match else None, declared.group(1).decode("ascii") if declared else None]
+    for label in labels:
+        if label is None:
+            continue
+        codec = web_codec(label)
+        if codec is None or codec in WIDE_CODECS:
+            return _with_charset(headers, _narrow_fallback(content))
+    return dict(headers)
+
+
+def _narrow_fallback(content: bytes) -> str:
+    try:
+        content.decode("utf-8")
+    except UnicodeDecodeError:
+        return "windows-1256"  # decodes any byte: the commonest legacy Arabic encoding
+    return "utf-8"
+
+
+def _without_prolog(document: bytes) -> bytes:
+    """The XML declaration, then the document from its first element on: no DOCTYPE, no entities."""
+    first = _FIRST_ELEMENT_RE.search(document)
+    if first is None:
+        return document
+    declaration = _XML_DECLARATION_RE.match(document)
+    head = declaration.group(0) + b"\n" if declaration else b""
+    return head + document[first.start() :]
+
+
+def _without_bad_char_refs(document: bytes) -> bytes:
+    """Character references to no character (past U+10FFFF, surrogates, NUL) as U+FFFD: feedparser's
+    fallback parser raises on them instead of skipping them."""
+
+    def replace(match: re.Match[bytes]) -> bytes:
+        hexadecimal, decimal = match.groups()
+        digits = hexadecimal or decimal
+        if len(digits) > 8:
+            return b"&#xFFFD;"
+        code = int(digits, 16 if hexadecimal else 10)
+        return match.group(0) if 0 < code < 0x110000 and not 0xD800 <= code < 0xE000 else b"&#xFFFD;"
+
+    return _CHAR_REF_RE.sub(replace, document)
 
 
 def _parse_decoded(content: bytes, headers: dict[str, str]) -> Any:
     result = _feedparser(content, headers)
-    if _codec_name(result.get("encoding")) not in _LATIN_CODECS or not _is_mojibake(_text_of(result)):
+    if _codec_name(result.get("encoding")) not in LATIN_CODECS or not _is_mojibake(_text_of(result)):
         return result
     for charset in _charset_candidates(content):
         try:
@@ -357,22 +492,19 @@ def _is_mojibake(text: str) -> bool:
 
 def _charset_candidates(content: bytes) -> list[str]:
     # UTF-8 first: a strict UTF-8 decode of Arabic text almost never succeeds by accident, while
-    # Windows-1256 decodes any bytes at all. Then what the document itself declares.
+    # Windows-1256 decodes any bytes at all. Then what the document itself declares, then whichever
+    # of Windows-1256 and ISO-8859-6 reads as Arabic.
     candidates = ["utf-8"]
     declared = _XML_ENCODING_RE.match(content[:512])
-    if declared:
-        name = declared.group(1).decode("ascii")
-        if _codec_name(name) not in _LATIN_CODECS:
-            candidates.append(name)
-    candidates.append("windows-1256")
+    name = web_codec(declared.group(1).decode("ascii")) if declared else None
+    if name and name not in LATIN_CODECS:
+        candidates.append(name)
+    candidates.append(legacy_arabic(content) or "windows-1256")
     return list(dict.fromkeys(candidates))
 
 
 def _codec_name(name: str | None) -> str:
-    try:
-        return codecs.lookup(name or "").name
-    except LookupError:
-        return ""
+    return web_codec(name) or ""
 
 
 def _with_charset(headers: Mapping[str, str], charset: str) -> dict[str, str]:
@@ -395,15 +527,33 @@ def _looks_like_html(content: bytes, content_type: str) -> bool:
     return head.startswith(b"<!doctype html") or b"<html" in head
 
 
-def _item(entry: Any, feed: FeedConfig, fetched_at: datetime) -> FeedItem | None:
-    link = (entry.get("link") or "").strip()
+class _Unusable(Exception):
+    """An entry names no article we can fetch (the message says why)."""
+
+
+def _raw_link(entry: Any) -> str:
+    link = entry.get("link")
+    return link.strip() if isinstance(link, str) else ""
+
+
+def _item(entry: Any, link: str, feed: FeedConfig, fetched_at: datetime) -> FeedItem:
+    """The item for a feed entry.
+
+    Raises:
+        _Unusable: no link, not http(s), malformed, or too long.
+    """
     if not link:
-        return None
-    url = urljoin(feed.url, link)
+        raise _Unusable("no link")
+    if len(link) > MAX_LINK_CHARS:
+        raise _Unusable(f"link longer than {MAX_LINK_CHARS} characters")
     try:
+        url = urljoin(feed.url, link)
+        scheme = urlsplit(url).scheme.lower()
+        if scheme not in ("http", "https"):
+            raise _Unusable(f"not an http(s) link ({scheme or 'no'} scheme)")
         canonical = canonical_url(url)
-    except ValueError:
-        return None  # mailto:, javascript:, a host-less link: nothing to fetch
+    except ValueError as err:  # a bad host, port or IPv6 literal
+        raise _Unusable(f"bad link: {err}") from None
     # dict.get, not entry.get: feedparser answers "updated_parsed" with the published time when the
     # entry has no update (a deprecated fallback), which would make every item look updated.
     updated = _not_after(_utc(dict.get(entry, "updated_parsed")), fetched_at)
@@ -425,8 +575,11 @@ def _item(entry: Any, feed: FeedConfig, fetched_at: datetime) -> FeedItem | None
 
 def _not_after(when: datetime | None, limit: datetime) -> datetime | None:
     # Many sites stamp local time as GMT, putting items hours in the future; "who ran it first"
-    # comparisons need times that have at least happened.
-    return min(when, limit) if when is not None else None
+    # comparisons need times that have at least happened. A time before the web had news feeds is a
+    # broken clock (epoch zero, year 1): unknown, so the page's date or the fetch time stands in.
+    if when is None or when < EARLIEST_DATE:
+        return None
+    return min(when, limit)
 
 
 def _utc(parsed: struct_time | None) -> datetime | None:

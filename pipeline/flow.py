@@ -24,7 +24,7 @@ from queue import SimpleQueue
 from typing import Any
 
 from pipeline import log
-from pipeline.errors import ExtractError, FetchError, PipelineError
+from pipeline.errors import ExtractError, FetchError, PipelineError, reason
 from pipeline.extract import PageJob, process_pages
 from pipeline.fetch import Fetcher
 from pipeline.poll import PollResult, poll_feed
@@ -58,7 +58,7 @@ def _download(fetcher: Fetcher, item: FeedItem) -> tuple[PageJob, str]:
         return (item, resp.content, resp.headers.get("content-type", ""), resp.final_url, fetched_at), ""
     except FetchError as err:
         # Extraction still runs: the feed's own text may stand in for the page.
-        return (item, None, "", item.url, fetched_at), f"{type(err).__name__}: {err}"
+        return (item, None, "", item.url, fetched_at), reason(err)
     except Exception as err:  # noqa: BLE001 - a bug or a library surprise on one page must not stop the cycle
         return (item, None, "", item.url, fetched_at), f"unexpected {type(err).__name__}: {err}"
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from pipeline import log
-from pipeline.errors import FeedError, FetchError, PipelineError, RateLimited
-from pipeline.feeds import parse_feed
-from pipeline.fetch import Fetcher
+from pipeline.errors import FeedError, FetchError, PipelineError, RateLimited, reason
+from pipeline.feeds import SkippedItem, read_feed
+from pipeline.fetch import Fetcher, sendable
 from pipeline.records import FeedConfig, FeedItem, FeedState, iso
 
 _log = log.get(__name__)
@@ -23,6 +23,12 @@ class PollResult:
     items: tuple[FeedItem, ...]
     outcome: str  # "ok", "not_modified", "failed", "skipped"
     error: str | None = None
+    skipped: tuple[SkippedItem, ...] = ()  # entries with no usable link, and why
+
+
+def _validator(value: str | None) -> str | None:
+    # Kept only if it can be sent back: a validator in raw UTF-8 would fail every later request.
+    return value if value and sendable(value) else None
 
 
 def _when(value: str | None) -> datetime | None:
@@ -30,9 +36,24 @@ def _when(value: str | None) -> datetime | None:
 
 
 def poll_feed(fetcher: Fetcher, feed: FeedConfig, state: FeedState | None, *, now: datetime) -> PollResult:
-    """Fetch and parse one feed, returning its items and its updated health record. Never raises for
-    a feed's own failures: they are recorded in the state and the result."""
+    """Fetch and parse one feed, returning its items and its updated health record. Never raises:
+    whatever goes wrong with the feed is recorded in the state and the result, with the reason."""
     state = state or FeedState(feed_id=feed.id, url=feed.url)
+    try:
+        return _poll(fetcher, feed, state, now=now)
+    except Exception as err:  # noqa: BLE001 - one feed's bug must not end the others' polls
+        _log.error("poll.crashed", feed=feed.id, url=feed.url, reason=repr(err), exc_info=True)
+        failed = replace(
+            state,
+            last_attempt=iso(now),
+            consecutive_failures=state.consecutive_failures + 1,
+            last_error=f"{type(err).__name__}: {err}",
+            last_status=None,
+        )
+        return PollResult(feed, failed, (), "failed", f"unexpected {type(err).__name__}: {err}")
+
+
+def _poll(fetcher: Fetcher, feed: FeedConfig, state: FeedState, *, now: datetime) -> PollResult:
     if state.url != feed.url:
         # The feed list points somewhere new: old validators belong to the old URL.
         state = FeedState(feed_id=feed.id, url=feed.url, consecutive_failures=0)
@@ -69,8 +90,8 @@ def poll_feed(fetcher: Fetcher, feed: FeedConfig, state: FeedState | None, *, no
         body_hash = hashlib.sha256(resp.content).hexdigest()
         ok = replace(
             attempt,
-            etag=resp.headers.get("etag"),
-            last_modified=resp.headers.get("last-modified"),
+            etag=_validator(resp.headers.get("etag")),
+            last_modified=_validator(resp.headers.get("last-modified")),
             body_hash=body_hash,
             last_success=iso(now),
             consecutive_failures=0,
@@ -87,8 +108,9 @@ def poll_feed(fetcher: Fetcher, feed: FeedConfig, state: FeedState | None, *, no
             # No validators on the server, but the same bytes as last time: nothing new.
             return PollResult(feed, replace(ok, items_last_poll=0), (), "not_modified")
         # Relative links resolve against where the feed was finally served from.
-        items = tuple(parse_feed(resp.content, resp.headers, feed=replace(feed, url=resp.final_url), fetched_at=now))
-        return PollResult(feed, replace(ok, items_last_poll=len(items)), items, "ok")
+        parsed = read_feed(resp.content, resp.headers, feed=replace(feed, url=resp.final_url), fetched_at=now)
+        items = tuple(parsed.items)
+        return PollResult(feed, replace(ok, items_last_poll=len(items)), items, "ok", skipped=tuple(parsed.skipped))
     except PipelineError as err:
         retry_until = None
         if isinstance(err, RateLimited):
@@ -110,4 +132,4 @@ def poll_feed(fetcher: Fetcher, feed: FeedConfig, state: FeedState | None, *, no
             kind=kind,
             consecutive_failures=failed.consecutive_failures,
         )
-        return PollResult(feed, failed, (), "failed", f"{type(err).__name__}: {err}")
+        return PollResult(feed, failed, (), "failed", reason(err))

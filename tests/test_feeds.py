@@ -10,7 +10,7 @@ import pytest
 import structlog
 
 from pipeline.errors import ConfigError, FeedError
-from pipeline.feeds import SCHEMA_PATH, enabled_feeds, html_to_text, load_feeds, parse_feed
+from pipeline.feeds import MAX_LINK_CHARS, SCHEMA_PATH, enabled_feeds, html_to_text, load_feeds, parse_feed, read_feed
 from pipeline.records import FeedConfig
 from pipeline.settings import PROJECT_ROOT
 
@@ -379,3 +379,78 @@ def test_html_to_text_keeps_paragraphs_and_drops_markup() -> None:
     assert html_to_text(markup) == "عنوان\n\nسطر أول مكسور\n\nبند\n\nآخر\n\nنص حر & رمز"
     assert html_to_text("غير مغلق <b>بخط") == "غير مغلق بخط"
     assert html_to_text("   ") == ""
+
+
+# --- hostile feed documents ---------------------------------------------------------------------
+
+
+def test_entities_declared_by_the_feed_are_never_expanded() -> None:
+    # A quadratic blow-up: feedparser's fallback parser expanded this to 5 MB of title.
+    doctype = '<!DOCTYPE rss [\n<!ENTITY big "' + "ب" * 5_000 + '">\n<!ENTITY xxe SYSTEM "file:///etc/passwd">\n]>\n'
+    content = rss(item("https://news.example/a/1", title="&big;" * 1_000 + "&xxe;"))
+    content = content.replace("?>\n", "?>\n" + doctype, 1)
+    [found] = parse(content.encode())
+    assert found.title == "&big;" * 1_000 + "&xxe;"  # left as the text it is
+
+
+def test_character_references_to_no_character_do_not_fail_the_feed() -> None:
+    content = rss(item("https://news.example/a/1", title="قبل &#x110000; &#55296; &#0; &#99999999999; بعد"))
+    [found] = parse(content.encode())
+    assert found.title.startswith("قبل") and found.title.endswith("بعد")
+
+
+@pytest.mark.parametrize(
+    ("content_type", "encoding"),
+    [("application/rss+xml; charset=undefined", "utf-8"), ("application/rss+xml; charset=base64", "utf-8"),
+     ("application/rss+xml; charset=utf-7", "utf-8"), ("application/rss+xml", "undefined"),
+     ("application/rss+xml; charset=utf-16", "utf-8"), ("text/xml; charset=rot13", "windows-1256")],
+)  # fmt: skip
+def test_charset_labels_naming_no_usable_encoding_are_ignored(content_type: str, encoding: str) -> None:
+    body = rss(item("https://news.example/a/1"), encoding=encoding)
+    [found] = parse(body.encode("cp1256" if encoding == "windows-1256" else "utf-8"), content_type)
+    assert found.title == TITLE
+
+
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"])
+def test_wide_feed_without_bom_is_read_whatever_it_is_labelled(codec: str) -> None:
+    content = rss(item("https://news.example/a/1", extra=f"<description>{LEAD}</description>")).encode(codec)
+    [found] = parse(content, "application/rss+xml; charset=utf-8")
+    assert (found.title, found.summary) == (TITLE, LEAD)
+
+
+def test_iso_8859_6_feed_labelled_latin1_decodes_exactly() -> None:
+    content = rss(item("https://news.example/a/1", extra=f"<description>{LEAD}</description>"), encoding="")
+    [found] = parse(content.encode("iso-8859-6"), "text/xml; charset=ISO-8859-1")
+    assert (found.title, found.summary) == (TITLE, LEAD)
+
+
+def test_dates_before_1995_are_unknown_and_later_ones_kept() -> None:
+    content = rss(
+        item("https://news.example/a/1", extra="<pubDate>Mon, 01 Jan 0001 00:00:00 GMT</pubDate>")
+        + item("https://news.example/a/2", extra="<pubDate>Thu, 01 Jan 1970 00:00:00 GMT</pubDate>")
+        + item("https://news.example/a/3", extra="<pubDate>Sun, 01 Jan 1995 00:00:00 GMT</pubDate>")
+    )
+    first, second, third = parse(content.encode())
+    assert (first.published_at, second.published_at) == (None, None)
+    assert third.published_at == datetime(1995, 1, 1, tzinfo=UTC)
+
+
+def test_skipped_entries_are_reported_with_their_reason() -> None:
+    content = rss(
+        item("javascript:alert(1)") + item("ftp://news.example/a") + "<item><title>بلا رابط</title></item>\n"
+        + item("https://news.example/" + "x" * 5_000) + item("https://news.example/ok")
+    )  # fmt: skip
+    parsed = read_feed(content.encode(), {}, feed=FEED, fetched_at=FETCHED)
+    assert [entry.url for entry in parsed.items] == ["https://news.example/ok"]
+    assert [(s.link[:30], s.reason) for s in parsed.skipped] == [
+        ("javascript:alert(1)", "not an http(s) link (javascript scheme)"),
+        ("ftp://news.example/a", "not an http(s) link (ftp scheme)"),
+        ("", "no link"),
+        ("https://news.example/xxxxxxxxx", f"link longer than {MAX_LINK_CHARS} characters"),
+    ]
+
+
+def test_a_malformed_content_location_is_ignored() -> None:
+    content = rss(item("/a/1"))
+    [found] = parse_feed(content.encode(), {"Content-Location": "http://[::1"}, feed=FEED, fetched_at=FETCHED)
+    assert found.url == "https://news.example/a/1"

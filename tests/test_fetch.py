@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import gzip
+import ipaddress
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from pipeline.addresses import refusal
 from pipeline.demo.server import SiteServer
 from pipeline.errors import FetchError, RateLimited, RefusedURL, TooLarge
 from pipeline.fetch import Fetcher, check_url, parse_retry_after
@@ -74,9 +78,18 @@ def test_redirects_are_followed_up_to_the_limit(site: SiteServer, fetcher: Fetch
     assert resp.final_url == f"{site.base_url}/final" and resp.content == b"ok"
     assert resp.moved_to is None  # the first hop was temporary
 
-    site.handlers["/loop"] = reply(302, Location="/loop")
+    for n in range(5):
+        site.handlers[f"/chain/{n}"] = reply(302, Location=f"/chain/{n + 1}")
     with pytest.raises(RefusedURL, match="more than 3 redirects"):
+        fetcher.get(f"{site.base_url}/chain/0")
+    assert site.count("/chain/4") == 0
+
+
+def test_a_redirect_loop_is_refused_naming_its_hops(site: SiteServer, fetcher: Fetcher) -> None:
+    site.handlers["/loop"] = reply(302, Location="/loop")
+    with pytest.raises(RefusedURL, match=r"redirect loop: .*/loop -> .*/loop$"):
         fetcher.get(f"{site.base_url}/loop")
+    assert site.count("/loop") == 1
 
 
 def test_permanent_first_redirect_is_reported_as_moved(site: SiteServer, fetcher: Fetcher) -> None:
@@ -200,3 +213,75 @@ def test_a_body_trickling_in_is_cut_at_the_total_timeout(
         pytest.raises(FetchError, match="still arriving"),
     ):
         f.get(f"{site.base_url}/trickle")
+
+
+# --- the address rule ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["169.254.169.254", "169.254.0.1", "fe80::1", "fd00:ec2::254", "fd20:ce::254", "100.100.100.200",
+     "168.63.129.16", "::ffff:169.254.169.254", "::169.254.169.254", "64:ff9b::a9fe:a9fe", "2002:a9fe:a9fe::",
+     "224.0.0.1", "ff02::1"],
+)  # fmt: skip
+def test_link_local_metadata_and_multicast_addresses_are_refused_even_when_private_ones_are_allowed(
+    address: str,
+) -> None:
+    assert refusal(ipaddress.ip_address(address), allow_private=True) is not None
+
+
+@pytest.mark.parametrize(
+    "address", ["127.0.0.1", "10.1.2.3", "192.168.0.10", "172.16.0.1", "::1", "fc00::1", "::ffff:127.0.0.1", "0.0.0.0"]
+)
+def test_the_rule_refuses_private_addresses_unless_allowed(address: str) -> None:
+    assert "ALLOW_PRIVATE_HOSTS" in (refusal(ipaddress.ip_address(address), allow_private=False) or "")
+    assert refusal(ipaddress.ip_address(address), allow_private=True) is None
+
+
+@pytest.mark.parametrize("address", ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946", "::ffff:93.184.216.34"])
+def test_public_addresses_are_allowed(address: str) -> None:
+    assert refusal(ipaddress.ip_address(address), allow_private=False) is None
+
+
+@given(st.integers(0, 0xFFFF))
+def test_every_link_local_ipv4_address_is_refused_in_every_ipv6_form(low: int) -> None:
+    v4 = ipaddress.IPv4Address((169 << 24) | (254 << 16) | low)
+    forms = [
+        v4,
+        ipaddress.IPv6Address(f"::ffff:{v4}"),  # mapped
+        ipaddress.IPv6Address(f"::{v4}"),  # compatible
+        ipaddress.IPv6Address(f"64:ff9b::{v4}"),  # NAT64
+        ipaddress.IPv6Address((0x2002 << 112) | (int(v4) << 80)),  # 6to4
+    ]
+    for form in forms:
+        assert refusal(form, allow_private=True) is not None, form
+
+
+def test_a_port_the_socket_would_wrap_around_is_refused(site: SiteServer, fetcher: Fetcher) -> None:
+    # The socket takes ports modulo 65536: ":99999" would reach whatever listens on 34463.
+    with pytest.raises(RefusedURL, match="port 99999 out of range"):
+        fetcher.get("http://127.0.0.1:99999/")
+    site.handlers["/wrap"] = reply(302, Location="http://127.0.0.1:65536/")
+    with pytest.raises(RefusedURL, match="redirect to 'http://127.0.0.1:65536/': malformed URL: port 65536"):
+        fetcher.get(f"{site.base_url}/wrap")
+
+
+def test_a_validator_that_cannot_be_sent_back_is_dropped(site: SiteServer, fetcher: Fetcher) -> None:
+    seen: list[str | None] = []
+
+    def record(req: BaseHTTPRequestHandler) -> None:
+        seen.append(req.headers.get("If-None-Match"))
+        reply(200, b"<rss/>")(req)
+
+    site.handlers["/v"] = record
+    assert fetcher.get(f"{site.base_url}/v", etag='"\u062e\u0628\u0631"', last_modified="\x00").status == 200
+    assert seen == [None]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("120", 120.0), ("\u00b2", None), ("\u0663", None), ("9" * 30, 86400.0),
+     ("Fri, 31 Dec 9999 23:59:59 GMT", 86400.0), ("-5", None), ("", None)],
+)  # fmt: skip
+def test_retry_after_is_a_number_of_seconds_up_to_a_day(value: str, expected: float | None) -> None:
+    assert parse_retry_after(value, now=1_700_000_000) == expected
