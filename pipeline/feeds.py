@@ -22,21 +22,19 @@ import feedparser  # type: ignore[import-untyped, unused-ignore]
 import jsonschema  # type: ignore[import-untyped, unused-ignore]
 import lxml.etree  # type: ignore[import-untyped, unused-ignore]
 import lxml.html  # type: ignore[import-untyped, unused-ignore]
-import yaml  # type: ignore[import-untyped, unused-ignore]
 
 from pipeline import log as logging
 from pipeline.charsets import LATIN_CODECS, WIDE_CODECS, legacy_arabic, sniff_wide, web_codec
 from pipeline.errors import ConfigError, FeedError
 from pipeline.records import FeedConfig, FeedItem
+from pipeline.settings import PROJECT_ROOT
 from pipeline.urls import canonical_url
+from pipeline.yaml_files import LineIndex, PathKey, Problem, dotted, read_yaml_mapping, schema_errors, sort_key
 
 log = logging.get(__name__)
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "feeds.schema.json"
+SCHEMA_PATH = PROJECT_ROOT / "schemas" / "feeds.schema.json"
 DEFAULT_LANGUAGE = "ar"
-
-PathKey = tuple[str | int, ...]
-Problem = tuple[PathKey, int, str]  # where in the data, line, message
 
 
 # --- the feed list ------------------------------------------------------------------------------
@@ -51,14 +49,14 @@ def load_feeds(path: Path) -> list[FeedConfig]:
     """
     data, lines = read_yaml_mapping(path, what="feed list", expected="a mapping with a 'feeds' list")
 
-    found = [error for err in _validator().iter_errors(data) for error in _schema_errors(err, path, lines)]
+    found = [error for err in _validator().iter_errors(data) for error in schema_errors(err, path, lines)]
     feeds = data.get("feeds")
     if isinstance(feeds, list):
         broken = {at for at, _, _ in found}
         found.extend(_duplicates(feeds, path, lines, broken))
     if found:
         # File order: by line, then by path for errors on one line.
-        found.sort(key=lambda error: (error[1], _sort_key(error[0])))
+        found.sort(key=lambda error: (error[1], sort_key(error[0])))
         raise ConfigError("\n".join(message for _, _, message in found))
 
     return [
@@ -75,26 +73,6 @@ def load_feeds(path: Path) -> list[FeedConfig]:
     ]
 
 
-def read_yaml_mapping(path: Path, *, what: str, expected: str) -> tuple[dict[str, Any], _LineIndex]:
-    """A YAML file that must hold a mapping, with the line of every node for error messages.
-
-    Raises:
-        ConfigError: missing, unreadable, not YAML, or not a mapping; the message names file and line.
-    """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such {what}") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: cannot read the {what}: {err}") from None
-    root, data = _parse_yaml(text, path)
-    lines = _LineIndex(root)
-    if not isinstance(data, dict):
-        kind = "empty" if data is None else f"a {type(data).__name__}"
-        raise ConfigError(f"{path}:{lines.line(())}: the {what} must be {expected}, not {kind}")
-    return data, lines
-
-
 def enabled_feeds(feeds: Iterable[FeedConfig]) -> list[FeedConfig]:
     """The feeds to poll: those not switched off with ``enabled: false``."""
     return [feed for feed in feeds if feed.enabled]
@@ -106,111 +84,7 @@ def _validator() -> Any:
     return jsonschema.Draft202012Validator(schema)
 
 
-def _parse_yaml(text: str, path: Path) -> tuple[Any, Any]:
-    """The node tree (which knows its lines) and the plain data built from that same tree."""
-    loader = yaml.SafeLoader(text)
-    try:
-        root = loader.get_single_node()
-        _check_duplicate_keys(root, path)
-        data = loader.construct_document(root) if root is not None else None
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        reason = err.problem or err.context or "syntax error"
-        if err.problem and err.context:
-            context_line = f" at line {err.context_mark.line + 1}" if err.context_mark else ""
-            reason = f"{err.problem} ({err.context}{context_line})"
-        raise ConfigError(f"{where}: not valid YAML: {reason}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    finally:
-        loader.dispose()
-    return root, data
-
-
-def _check_duplicate_keys(root: Any, path: Path) -> None:
-    # PyYAML keeps the last of two equal keys without a word; a second "url:" in one feed would
-    # silently replace the first.
-    stack = [root] if root is not None else []
-    visited: set[int] = set()
-    while stack:
-        node = stack.pop()
-        if id(node) in visited:  # an alias: already checked where its anchor stands
-            continue
-        visited.add(id(node))
-        if isinstance(node, yaml.MappingNode):
-            seen: dict[str, int] = {}
-            for key, value in node.value:
-                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
-                    line = key.start_mark.line + 1
-                    if key.value in seen:
-                        raise ConfigError(
-                            f"{path}:{line}: key {key.value!r} repeated (first at line {seen[key.value]})"
-                        )
-                    seen[key.value] = line
-                stack.append(value)
-        elif isinstance(node, yaml.SequenceNode):
-            stack.extend(node.value)
-
-
-class _LineIndex:
-    """1-based line of every mapping key and value, sequence item, by data path."""
-
-    def __init__(self, root: Any) -> None:
-        self._values: dict[PathKey, int] = {}
-        self._keys: dict[PathKey, int] = {}
-        self._visited: set[int] = set()
-        if root is not None:
-            self._walk(root, ())
-
-    def _walk(self, node: Any, at: PathKey) -> None:
-        self._values[at] = node.start_mark.line + 1
-        # Aliases share nodes, even recursively ("&a [*a]"): index each node once, under its anchor.
-        if id(node) in self._visited:
-            return
-        self._visited.add(id(node))
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                if isinstance(key, yaml.ScalarNode):
-                    self._keys[(*at, key.value)] = key.start_mark.line + 1
-                    self._walk(value, (*at, key.value))
-        elif isinstance(node, yaml.SequenceNode):
-            for index, item in enumerate(node.value):
-                self._walk(item, (*at, index))
-
-    def line(self, at: PathKey) -> int:
-        """The line of the value at ``at``, or of its nearest ancestor that exists in the file."""
-        for end in range(len(at), -1, -1):
-            if at[:end] in self._values:
-                return self._values[at[:end]]
-        return 1
-
-    def key_line(self, at: PathKey) -> int:
-        return self._keys.get(at) or self.line(at)
-
-
-def _schema_errors(err: Any, path: Path, lines: _LineIndex) -> Iterator[Problem]:
-    at: PathKey = tuple(err.absolute_path)
-    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
-        # Point at each unknown key itself rather than at the start of its feed.
-        known = sorted(err.schema.get("properties", {}))
-        unknown = [key for key in err.instance if key not in known]
-        for key in unknown:
-            where = (*at, str(key))
-            line = lines.key_line(where)
-            yield where, line, f"{path}:{line}: {_dotted(where)}: unknown field (allowed: {', '.join(known)})"
-        if unknown:
-            return
-    message = err.message
-    if len(message) > 300:  # a type error on a whole list would repeat the list
-        message = message[:300] + "…"
-    if err.validator == "type" and isinstance(err.instance, bool) and err.validator_value == "string":
-        message += " (YAML reads yes/no/on/off unquoted as booleans: quote the value)"
-    line = lines.line(at)
-    yield at, line, f"{path}:{line}: {_dotted(at)}: {message}"
-
-
-def _duplicates(feeds: list[Any], path: Path, lines: _LineIndex, broken: set[PathKey]) -> Iterator[Problem]:
+def _duplicates(feeds: list[Any], path: Path, lines: LineIndex, broken: set[PathKey]) -> Iterator[Problem]:
     """Repeated ids and URLs; ``broken`` paths already failed the schema and are not checked again."""
     first_id: dict[str, int] = {}
     first_url: dict[str, tuple[str, int]] = {}
@@ -223,7 +97,7 @@ def _duplicates(feeds: list[Any], path: Path, lines: _LineIndex, broken: set[Pat
             line = lines.line(at)
             if feed_id in first_id:
                 message = f"duplicate id {feed_id!r}, first declared at line {first_id[feed_id]}"
-                yield at, line, f"{path}:{line}: {_dotted(at)}: {message}"
+                yield at, line, f"{path}:{line}: {dotted(at)}: {message}"
             else:
                 first_id[feed_id] = line
         at = ("feeds", index, "url")
@@ -233,25 +107,14 @@ def _duplicates(feeds: list[Any], path: Path, lines: _LineIndex, broken: set[Pat
             try:
                 key = canonical_url(url)
             except ValueError as err:
-                yield at, line, f"{path}:{line}: {_dotted(at)}: {err}"
+                yield at, line, f"{path}:{line}: {dotted(at)}: {err}"
                 continue
             # Two entries for one feed would poll it twice and credit its items to either id.
             if key in first_url:
                 other, other_line = first_url[key]
-                yield at, line, f"{path}:{line}: {_dotted(at)}: the same feed as {other!r} at line {other_line}"
+                yield at, line, f"{path}:{line}: {dotted(at)}: the same feed as {other!r} at line {other_line}"
             else:
                 first_url[key] = (str(feed_id), line)
-
-
-def _dotted(at: PathKey) -> str:
-    text = ""
-    for part in at:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "(top level)"
-
-
-def _sort_key(at: PathKey) -> tuple[tuple[int, int, str], ...]:
-    return tuple((0, part, "") if isinstance(part, int) else (1, 0, part) for part in at)
 
 
 # --- feed documents -----------------------------------------------------------------------------

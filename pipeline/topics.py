@@ -30,7 +30,6 @@ from typing import Any
 import jsonschema  # type: ignore[import-untyped, unused-ignore]
 
 from pipeline.errors import ConfigError
-from pipeline.feeds import _dotted, _LineIndex, _schema_errors, _sort_key, read_yaml_mapping
 from pipeline.normalize import normalize_text
 from pipeline.settings import PROJECT_ROOT
 from pipeline.topic_rules import (
@@ -60,6 +59,7 @@ from pipeline.topic_terms import (
     token_forms,
 )
 from pipeline.topic_weights import MAX_SCORE, WeightedEvaluation, evaluate_terms
+from pipeline.yaml_files import LineIndex, Problem, dotted, read_yaml_mapping, schema_errors, sort_key
 
 __all__ = [
     "CLITIC_PREFIXES",
@@ -84,8 +84,6 @@ __all__ = [
 ]
 
 SCHEMA_PATH = PROJECT_ROOT / "schemas" / "profile.schema.json"
-
-Problem = tuple[tuple[str | int, ...], int, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,12 +407,12 @@ def _load(path: Path) -> tuple[Profile, int]:
     """The profile and the line of its id."""
     data, lines = read_yaml_mapping(path, what="profile", expected="a mapping with id, title and terms")
     found: list[Problem] = [
-        error for err in _validator().iter_errors(data) for error in _schema_errors(err, path, lines)
+        error for err in _validator().iter_errors(data) for error in schema_errors(err, path, lines)
     ]
     if not found:
         found.extend(_semantic_problems(data, path, lines))
     if found:
-        found.sort(key=lambda error: (error[1], _sort_key(error[0])))
+        found.sort(key=lambda error: (error[1], sort_key(error[0])))
         raise ConfigError("\n".join(message for _, _, message in found))
 
     thresholds = data["thresholds"]
@@ -461,12 +459,12 @@ def _validator() -> Any:
     return jsonschema.Draft202012Validator(schema)
 
 
-def _problem(at: tuple[str | int, ...], path: Path, lines: _LineIndex, message: str) -> Problem:
+def _problem(at: tuple[str | int, ...], path: Path, lines: LineIndex, message: str) -> Problem:
     line = lines.line(at)
-    return at, line, f"{path}:{line}: {_dotted(at)}: {message}"
+    return at, line, f"{path}:{line}: {dotted(at)}: {message}"
 
 
-def _semantic_problems(data: dict[str, Any], path: Path, lines: _LineIndex) -> Iterator[Problem]:
+def _semantic_problems(data: dict[str, Any], path: Path, lines: LineIndex) -> Iterator[Problem]:
     """What the schema cannot say: thresholds in order, terms with words, no term twice, rules that
     name groups which exist."""
     if "terms" not in data and "rules" not in data:
@@ -508,7 +506,7 @@ def _semantic_problems(data: dict[str, Any], path: Path, lines: _LineIndex) -> I
     yield from _rule_problems(data, path, lines)
 
 
-def _rule_problems(data: dict[str, Any], path: Path, lines: _LineIndex) -> Iterator[Problem]:
+def _rule_problems(data: dict[str, Any], path: Path, lines: LineIndex) -> Iterator[Problem]:
     groups = [group["id"] for group in data.get("groups", ())]
     for index, group in enumerate(groups):
         if group in groups[:index]:
