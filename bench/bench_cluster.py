@@ -32,15 +32,15 @@ from elasticsearch import Elasticsearch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline import index  # noqa: E402
-from pipeline.cluster import fingerprint  # noqa: E402
-from pipeline.clustering import index_clustered, prepare_index  # noqa: E402
 from pipeline.demo.site import _corpus  # noqa: E402
-from pipeline.embedded import start_server, stop_group  # noqa: E402
-from pipeline.es import connect, get_many
-from pipeline.lsh import indexed_texts  # noqa: E402
 from pipeline.records import Article  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
+from pipeline.store import index  # noqa: E402
+from pipeline.store.buckets import indexed_texts  # noqa: E402
+from pipeline.store.embedded import start_server, stop_group  # noqa: E402
+from pipeline.store.es import connect, get_many
+from pipeline.stories.cluster import index_clustered, prepare_index  # noqa: E402
+from pipeline.stories.fingerprint import fingerprint  # noqa: E402
 
 T0 = datetime(2025, 10, 1, tzinfo=UTC)
 STAGES = ("dedup", "shingles", "lookup", "candidates", "check", "assign", "file", "index", "late", "clusters")

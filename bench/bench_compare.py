@@ -35,14 +35,14 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bench_cluster import sentence_pool  # noqa: E402
-from pipeline import index  # noqa: E402
-from pipeline.clustering import prepare_index  # noqa: E402
-from pipeline.compare import compare_topic  # noqa: E402
-from pipeline.embedded import start_server, stop_group  # noqa: E402
-from pipeline.es import bulk_write, connect
-from pipeline.normalize import normalize_for_hash  # noqa: E402
+from pipeline.analysis.compare import compare_topic  # noqa: E402
+from pipeline.arabic.normalize import normalize_for_hash  # noqa: E402
 from pipeline.records import Article, doc_id  # noqa: E402
 from pipeline.settings import PROJECT_ROOT, Settings  # noqa: E402
+from pipeline.store import index  # noqa: E402
+from pipeline.store.embedded import start_server, stop_group  # noqa: E402
+from pipeline.store.es import bulk_write, connect
+from pipeline.stories.cluster import prepare_index  # noqa: E402
 
 T0 = datetime(2025, 9, 1, tzinfo=UTC)
 DAYS = 60

@@ -38,14 +38,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from datetime import UTC
 
 from bench.siteserver import LeanServer  # noqa: E402
-from pipeline.clustering import prepare_index  # noqa: E402
-from pipeline.cycle import run_cycle  # noqa: E402
 from pipeline.demo.site import bench_site  # noqa: E402
-from pipeline.embedded import free_port, start_server, stop_group  # noqa: E402
-from pipeline.es import connect
-from pipeline.extract import build_article, decode_html  # noqa: E402
+from pipeline.ingest.extract import build_article, decode_html  # noqa: E402
 from pipeline.records import FeedConfig, FeedItem  # noqa: E402
+from pipeline.run import run_cycle  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
+from pipeline.store.embedded import free_port, start_server, stop_group  # noqa: E402
+from pipeline.store.es import connect
+from pipeline.stories.cluster import prepare_index  # noqa: E402
 
 
 def _serve(n: int, port_queue: multiprocessing.Queue, stop: multiprocessing.Event) -> None:  # type: ignore[type-arg]

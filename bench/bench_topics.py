@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from test_topic_accuracy import PREVIOUS_PROFILE, SEED_PROFILE, SEED_REPORT, corpus_dev, load_examples  # noqa: E402
 
-from pipeline.normalize import normalize_text  # noqa: E402
-from pipeline.profile_eval import Confusion, Labelled, load_labelled  # noqa: E402
-from pipeline.topics import Profile, load_profile, match_profile  # noqa: E402
+from pipeline.arabic.normalize import normalize_text  # noqa: E402
+from pipeline.topics.evaluate import Confusion, Labelled, load_labelled  # noqa: E402
+from pipeline.topics.profiles import Profile, load_profile, match_profile  # noqa: E402
 
 Tagger = Callable[[Labelled], float]  # an article's score; the caller compares it with thresholds
 

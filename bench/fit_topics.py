@@ -1,7 +1,7 @@
 """Fit a rules profile's weights on a labelled set, and say how well they generalise.
 
 A profile of rules scores ``10 / (1 + e^(−z))`` with ``z = bias + Σ weight × value`` (see
-``pipeline/topic_rules.py``): a logistic regression over the rules' values. This script computes
+``pipeline/topics/rules.py``): a logistic regression over the rules' values. This script computes
 every article's rule values with the real matcher, fits the bias and the weights (L2-penalised,
 relevant against not, borderline left out), keeps each weight on its side (a rule over context
 groups never adds, any other rule never subtracts: a weight the data would put on the wrong side
@@ -33,11 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from test_topic_accuracy import SEED_PROFILE, corpus_dev, load_examples  # noqa: E402
 
-from pipeline.normalize import normalize_text  # noqa: E402
-from pipeline.profile_eval import Confusion, Labelled, load_labelled  # noqa: E402
-from pipeline.topic_rules import RuleMatcher, compile_rules  # noqa: E402
-from pipeline.topic_terms import text_tokens  # noqa: E402
-from pipeline.topics import Profile, load_profile  # noqa: E402
+from pipeline.arabic.normalize import normalize_text  # noqa: E402
+from pipeline.topics.evaluate import Confusion, Labelled, load_labelled  # noqa: E402
+from pipeline.topics.profiles import Profile, load_profile  # noqa: E402
+from pipeline.topics.rules import RuleMatcher, compile_rules  # noqa: E402
+from pipeline.topics.terms import text_tokens  # noqa: E402
 
 L2 = 0.3  # penalty on the weights (not the bias); chosen by leave-one-out F1 among 0.1, 0.3, 1, 3
 ALERT_PRECISION = 0.95

@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from test_cluster_accuracy import load_fixtures, pairwise_scores, to_article  # noqa: E402
 
-from pipeline.cluster import Node, assign, shingles, similarity, sketch  # noqa: E402
-from pipeline.lsh import FILED_KEYS, PROBE_STEP  # noqa: E402
+from pipeline.store.buckets import FILED_KEYS, PROBE_STEP  # noqa: E402
+from pipeline.stories.fingerprint import Node, assign, shingles, similarity, sketch  # noqa: E402
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ alerted once; when the mail server is down, the digest waits for the next run.
 def news_alerts() -> None:
     @task(doc_md="Send the digests; the return value counts digests, stories sent and still pending.")
     def alert() -> dict[str, Any]:
-        from pipeline.stages import send_alerts
+        from pipeline.tasks import send_alerts
 
         counts = send_alerts(pipeline_settings())
         log_counts("alerts", counts)

@@ -27,7 +27,7 @@ Nothing is downloaded; safe to run again.
 def news_retag() -> None:
     @task(doc_md="Re-tag; returns articles scanned, changed, failed, and the count per profile.")
     def retag() -> dict[str, Any]:
-        from pipeline.stages import retag
+        from pipeline.tasks import retag
 
         profile = get_current_context()["params"].get("profile") or None
         counts = retag(pipeline_settings(), profile)
@@ -59,8 +59,8 @@ nothing is indexed twice. Emits `news_indexed_articles`, so alerts follow.
 def news_replay() -> None:
     @task(outlets=[INDEXED], doc_md="Process the chosen batches again.")
     def replay() -> dict[str, Any]:
-        from pipeline.landing import Landing
-        from pipeline.stages import process_landed
+        from pipeline.store.landing import Landing
+        from pipeline.tasks import process_landed
 
         params = get_current_context()["params"]
         settings = pipeline_settings()

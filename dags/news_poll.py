@@ -47,7 +47,7 @@ area cannot be reached; its retry replaces its own batch, so nothing is landed t
 def news_poll() -> None:
     @task(doc_md="Cut the enabled feeds into batches (one host never spans two batches).")
     def plan() -> list[list[str]]:
-        from pipeline.stages import plan_feed_batches
+        from pipeline.tasks import plan_feed_batches
 
         batches = plan_feed_batches(pipeline_settings())
         log_counts("plan", {"feeds": sum(map(len, batches)), "batches": len(batches)})
@@ -59,7 +59,7 @@ def news_poll() -> None:
         doc_md="Poll one batch of feeds, download and extract their new items, land the articles.",
     )
     def poll(feed_ids: list[str]) -> dict[str, Any]:
-        from pipeline.stages import poll_to_landing
+        from pipeline.tasks import poll_to_landing
 
         detach_main_module()
         context = get_current_context()
@@ -87,7 +87,7 @@ def news_poll() -> None:
 
     @task(doc_md="Remove processed landing batches older than LANDING_RETENTION_DAYS.")
     def prune() -> dict[str, Any]:
-        from pipeline.stages import prune_landing
+        from pipeline.tasks import prune_landing
 
         counts = prune_landing(pipeline_settings())
         log_counts("prune", counts)

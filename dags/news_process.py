@@ -35,7 +35,7 @@ time so that copies of one story in two batches land in one cluster.
 def news_process() -> None:
     @task(doc_md="The batches to process: from the triggering events, and every pending one.")
     def plan() -> list[list[str]]:
-        from pipeline.stages import plan_processing
+        from pipeline.tasks import plan_processing
 
         context = get_current_context()
         events = context.get("triggering_asset_events") or {}
@@ -46,7 +46,7 @@ def news_process() -> None:
 
     @task(max_active_tis_per_dagrun=1, doc_md="Dedup, cluster and index one group of landed batches.")
     def process(refs: list[str]) -> dict[str, Any]:
-        from pipeline.stages import process_landed
+        from pipeline.tasks import process_landed
 
         counts = process_landed(pipeline_settings(), refs)
         log_counts(f"process {len(refs)} batches", counts)

@@ -149,7 +149,7 @@ class Settings:
     cluster_window_days: int = 30
     # An item whose page failed this many runs in a row is given up on.
     max_item_attempts: int = 3
-    # Alerts (pipeline/alerts.py explains the choices). Articles indexed within the look-back are
+    # Alerts (pipeline/alerts/run.py explains the choices). Articles indexed within the look-back are
     # candidates: a mail outage over a long weekend loses nothing, a new profile mails three days at most.
     alert_lookback_hours: float = 72.0
     alert_max_stories: int = 25  # entries in one digest; the rest wait for the next one

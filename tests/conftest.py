@@ -15,8 +15,8 @@ from elasticsearch import Elasticsearch
 
 from pipeline.demo.server import SiteServer
 from pipeline.demo.site import build_site
-from pipeline.embedded import start_server, stop_group
 from pipeline.settings import Settings
+from pipeline.store.embedded import start_server, stop_group
 
 
 def wait_until(condition: Callable[[], bool], *, timeout: float = 5.0, interval: float = 0.02) -> None:

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from pipeline.embedded import free_port
+from pipeline.store.embedded import free_port
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from browser import _binaries, chrome, screenshot
 
-from pipeline.embedded import free_port, wait_ready
+from pipeline.store.embedded import free_port, wait_ready
 
 pytestmark = pytest.mark.slow
 CYCLE = ("news_poll", "news_process", "news_alerts")

@@ -26,15 +26,16 @@ from elasticsearch import Elasticsearch
 from smtp_server import RecordingSmtp
 from test_alerts_digest import Markup
 
-from pipeline import alert_ledger, alert_ops, index
-from pipeline.alerts import AlertRun, run_alerts
-from pipeline.cycle import run_cycle
+from pipeline.alerts import ledger, operator
+from pipeline.alerts.run import AlertRun, run_alerts
 from pipeline.demo.server import SiteServer
 from pipeline.demo.site import Resource
+from pipeline.ingest.urls import canonical_url
 from pipeline.records import FeedConfig, doc_id, iso
+from pipeline.run import run_cycle
 from pipeline.settings import PROJECT_ROOT, Settings
-from pipeline.topics import Profile, load_profiles, match_profile
-from pipeline.urls import canonical_url
+from pipeline.store import index
+from pipeline.topics.profiles import Profile, load_profiles, match_profile
 
 FIXTURE = yaml.safe_load((Path(__file__).parent / "fixtures" / "alerts" / "stories.yaml").read_text(encoding="utf-8"))
 PROFILE_TITLE = "إيران وروسيا تدعمان الأسد في سوريا"
@@ -149,7 +150,7 @@ def cycle(settings: Settings, es: Elasticsearch, newsroom: Newsroom, profiles: l
     return run_alerts(settings, es, profiles)
 
 
-def ledger(es: Elasticsearch, alias: str) -> list[dict[str, Any]]:
+def ledger_records(es: Elasticsearch, alias: str) -> list[dict[str, Any]]:
     name = index.Names(alias).alerts
     es.indices.refresh(index=name)
     hits = es.search(index=name, query={"match_all": {}}, size=1000)["hits"]["hits"]
@@ -224,7 +225,7 @@ def test_a_cycle_with_matching_stories_sends_exactly_the_expected_digest(
     assert tagged["topics"] == [profile.id]  # tagged, yet under the alert threshold: not in the digest
 
     # The ledger: one sent record per story, with the message id, the recipients and every article.
-    records = {r["cluster_id"]: r for r in ledger(es, mailing.es_index)}
+    records = {r["cluster_id"]: r for r in ledger_records(es, mailing.es_index)}
     head = newsroom.id("soleimani-moscow")
     assert set(records) == {head, newsroom.id("hmeimim-strikes")}
     assert all(r["status"] == "sent" and r["message_id"] == message["Message-ID"] for r in records.values())
@@ -236,7 +237,7 @@ def test_a_cycle_with_matching_stories_sends_exactly_the_expected_digest(
     again = run_alerts(mailing, es, profiles)
     later = cycle(mailing, es, newsroom, profiles)
     assert again.digests_sent == later.digests_sent == 0 and again.stories_pending == later.stories_pending == 0
-    assert smtp.count() == 1 and len(ledger(es, mailing.es_index)) == 2
+    assert smtp.count() == 1 and len(ledger_records(es, mailing.es_index)) == 2
 
 
 def test_a_later_duplicate_of_an_alerted_story_sends_nothing_even_when_it_is_earlier(
@@ -275,7 +276,7 @@ def test_mail_server_down_then_refusing_then_back_delivers_each_story_exactly_on
         assert (down.digests_sent, down.stories_sent, down.stories_pending) == (0, 0, 2)
         [failure] = down.failures
         assert failure["server"] == f"smtp://127.0.0.1:{server.port}" and "could not be reached" in failure["reason"]
-        assert ledger(es, mailing.es_index) == []  # no claim left behind: the stories are pending
+        assert ledger_records(es, mailing.es_index) == []  # no claim left behind: the stories are pending
         server.start()
         server.refuse = "451 4.3.0 Mailbox temporarily unavailable"
         refused = cycle(mailing, es, newsroom, profiles)
@@ -289,7 +290,7 @@ def test_mail_server_down_then_refusing_then_back_delivers_each_story_exactly_on
             newsroom.url("soleimani-moscow"),
             newsroom.url("hmeimim-strikes"),
         }
-        assert [r["status"] for r in ledger(es, mailing.es_index)] == ["sent", "sent"]
+        assert [r["status"] for r in ledger_records(es, mailing.es_index)] == ["sent", "sent"]
     finally:
         server.stop()
 
@@ -330,13 +331,13 @@ def test_a_run_that_holds_a_delivery_open_keeps_a_second_run_out(
         wait_until(smtp.holding.is_set, timeout=30)
         second = run_alerts(mailing, es, profiles)
         assert second.digests_sent == 0 and second.profiles_busy == ["iran-russia-assad"]
-        claims = ledger(es, mailing.es_index)
+        claims = ledger_records(es, mailing.es_index)
         assert sorted(r["status"] for r in claims) == ["claimed", "claimed", "lease"]
     finally:
         smtp.hold.set()
         worker.join(timeout=60)
     assert first[0].stories_sent == 2 and smtp.count() == 1
-    assert sorted(r["status"] for r in ledger(es, mailing.es_index)) == ["sent", "sent"]  # lease released
+    assert sorted(r["status"] for r in ledger_records(es, mailing.es_index)) == ["sent", "sent"]  # lease released
     assert run_alerts(mailing, es, profiles).digests_sent == 0
 
 
@@ -357,7 +358,7 @@ def test_a_dead_workers_lease_and_claims_expire_and_the_story_goes_out_once(
     )
     es.index(
         index=name,
-        id=alert_ledger.claim_id(profile.id, [DESK], head),
+        id=ledger.claim_id(profile.id, [DESK], head),
         document={
             "profile": profile.id,
             "cluster_id": head,
@@ -370,12 +371,12 @@ def test_a_dead_workers_lease_and_claims_expire_and_the_story_goes_out_once(
         refresh=True,
     )
     assert run_alerts(mailing, es, profiles).profiles_busy == [profile.id]
-    assert alert_ops.list_alerts(mailing, es, profiles, status="pending")[0]["status"] == "claimed"
+    assert operator.list_alerts(mailing, es, profiles, status="pending")[0]["status"] == "claimed"
     later = now + timedelta(minutes=mailing.alert_claim_minutes + 1)
     taken = run_alerts(mailing, es, profiles, now=later)
     assert (taken.digests_sent, taken.stories_sent) == (1, 1) and smtp.count() == 1
     assert run_alerts(mailing, es, profiles, now=later + timedelta(minutes=1)).digests_sent == 0
-    [record] = ledger(es, mailing.es_index)
+    [record] = ledger_records(es, mailing.es_index)
     assert record["status"] == "sent" and record["claimed_by"] != "dead:1"
 
 
@@ -436,7 +437,7 @@ def test_without_smtp_url_the_digest_is_an_eml_file_in_the_outbox(
     assert [a.addr_spec for a in message["To"].addresses] == [DESK, "analyst@example.org"]
     assert message["Subject"] == f"{SUBJECT_PREFIX}خبر واحد جديد — {PROFILE_TITLE}"
     assert "نشرته أيضًا: صحيفة الضفتين" in text_of(message)
-    assert [r["message_id"] for r in ledger(es, outbox_settings.es_index)] == [message["Message-ID"]]
+    assert [r["message_id"] for r in ledger_records(es, outbox_settings.es_index)] == [message["Message-ID"]]
     assert cycle(outbox_settings, es, newsroom, profiles).digests_sent == 0 and len(list(outbox.iterdir())) == 1
 
 
@@ -493,7 +494,7 @@ def test_with_no_recipient_the_stories_wait_and_the_run_says_why(
     newsroom.publish("soleimani-moscow", "hmeimim-strikes")
     run = cycle(nobody, es, newsroom, profiles)
     assert (run.digests_sent, run.stories_pending) == (0, 2) and "no recipients" in run.failures[0]["reason"]
-    assert ledger(es, nobody.es_index) == [] and smtp.count() == 0
+    assert ledger_records(es, nobody.es_index) == [] and smtp.count() == 0
     assert run_alerts(mailing, es, profiles).stories_sent == 2
 
 
@@ -547,7 +548,7 @@ def test_operators_list_sent_and_pending_alerts_and_resend_one(
     assert copy.rcpt_tos == ("editor@example.org",)
     assert copy.message["Subject"] == f"إعادة إرسال — {SUBJECT_PREFIX}خبر واحد جديد — {PROFILE_TITLE}"
     assert Markup(html_of(copy.message)).links[0][0] == sent["url"]
-    [record] = [r for r in ledger(es, mailing.es_index) if r["status"] == "sent"]
+    [record] = [r for r in ledger_records(es, mailing.es_index) if r["status"] == "sent"]
     assert record["message_id"] == message_id and record["resent_message_ids"] == [resent["message_id"]]
     assert record["resent_to"] == ["editor@example.org"]
     # By any article of the story (or its cluster id), to the original recipients.
@@ -578,7 +579,7 @@ def test_a_refused_address_keeps_its_stories_while_the_others_are_served(
     first = cycle(both, es, newsroom, profiles)
     assert (first.digests_sent, first.stories_sent) == (1, 2) and "away@example.org: 550" in first.failures[0]["reason"]
     assert smtp.received[0].rcpt_tos == (DESK,)
-    assert {tuple(r["recipients"]) for r in ledger(es, both.es_index)} == {(DESK,)}  # only who got it
+    assert {tuple(r["recipients"]) for r in ledger_records(es, both.es_index)} == {(DESK,)}  # only who got it
     still = run_alerts(both, es, profiles)  # owed to the refused address alone, refused again
     assert (still.digests_sent, still.stories_pending) == (0, 2) and "refused every recipient" in still.failures[0][
         "reason"

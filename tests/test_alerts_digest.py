@@ -15,7 +15,7 @@ import pytest
 import yaml
 from browser import chrome, screenshot
 
-from pipeline.digest import (
+from pipeline.alerts.digest import (
     Copy,
     Digest,
     Story,
@@ -28,7 +28,7 @@ from pipeline.digest import (
     subject,
 )
 from pipeline.settings import Settings
-from pipeline.topics import load_profiles, match_profile
+from pipeline.topics.profiles import load_profiles, match_profile
 
 STORIES = Path(__file__).parent / "fixtures" / "alerts" / "stories.yaml"
 NOW = datetime(2026, 11, 24, 13, 0, tzinfo=UTC)

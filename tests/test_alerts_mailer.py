@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from smtp_server import RecordingSmtp, self_signed
 
-from pipeline.digest import Copy, Digest, Story, build_message
-from pipeline.embedded import free_port
+from pipeline.alerts.digest import Copy, Digest, Story, build_message
+from pipeline.alerts.mailer import deliver
 from pipeline.errors import AlertError, ConfigError, MailServerUnreachable
-from pipeline.mailer import deliver
 from pipeline.settings import Settings, parse_smtp_url, redact_smtp_url
+from pipeline.store.embedded import free_port
 
 NOW = datetime(2026, 11, 24, 13, 0, tzinfo=UTC)
 

@@ -16,7 +16,7 @@ import yaml
 from pipeline.demo.server import SiteServer
 from pipeline.demo.site import FAILING_FEEDS, demo_feeds, expectations
 from pipeline.settings import PROJECT_ROOT
-from pipeline.topics import load_profile
+from pipeline.topics.profiles import load_profile
 
 INDEXED = {"indexed", "feed_fallback"}
 

@@ -13,12 +13,12 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from pipeline import index
-from pipeline.cluster import Node, assign, estimated_similarity, fingerprint, shingles, similarity
-from pipeline.clustering import index_clustered
+from pipeline.analysis.related import diff_sentences, related
 from pipeline.errors import IndexingError
 from pipeline.records import Article
-from pipeline.related import diff_sentences, related
+from pipeline.store import index
+from pipeline.stories.cluster import index_clustered
+from pipeline.stories.fingerprint import Node, assign, estimated_similarity, fingerprint, shingles, similarity
 
 T0 = datetime(2025, 10, 3, 6, 0, tzinfo=UTC)
 

@@ -14,11 +14,11 @@ import pytest
 import yaml
 from elasticsearch import Elasticsearch
 
-from pipeline import index
-from pipeline.cluster import fingerprint
-from pipeline.clustering import index_clustered
 from pipeline.records import Article
 from pipeline.settings import Settings
+from pipeline.store import index
+from pipeline.stories.cluster import index_clustered
+from pipeline.stories.fingerprint import fingerprint
 
 FIXTURES = Path(__file__).parent / "fixtures" / "clusters"
 

@@ -1,4 +1,4 @@
-"""The near-duplicate bucket store (pipeline/lsh.py) in the real embedded server: workers filing copies at
+"""The near-duplicate bucket store (pipeline/store/buckets.py) in the real embedded server: workers filing copies at
 once, restarts, articles taken again, the look-back window, crowded buckets."""
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from proxy import FaultProxy
 from test_cluster import COPY, OTHER, WIRE, article, clusters_of
 from test_cluster_accuracy import load_fixtures, to_article
 
-from pipeline import index, lsh
-from pipeline.cluster import merge, shingles, similarity, sketch
-from pipeline.clustering import backfill, index_clustered, prepare_index
-from pipeline.embedded import start_server, stop_group
-from pipeline.es import bulk_write, get_many
 from pipeline.records import Article
+from pipeline.store import buckets, index
+from pipeline.store.embedded import start_server, stop_group
+from pipeline.store.es import bulk_write, get_many
+from pipeline.stories.cluster import backfill, index_clustered, prepare_index
+from pipeline.stories.fingerprint import merge, shingles, similarity, sketch
 
 # A copy of WIRE as another outlet runs it: first paragraph reworded, the rest as sent.
 COPY2 = [
@@ -46,23 +46,23 @@ def filed_slots(es: Elasticsearch, alias: str, articles: Sequence[Article]) -> d
         for src in get_many(es, alias, [a.id for a in articles], fields=["lsh_bands"]).values()
         for k in src["lsh_bands"]
     }
-    return {k: [m.article_id for m in b.members] for k, b in lsh.read_buckets(es, alias, keys).items()}
+    return {k: [m.article_id for m in b.members] for k, b in buckets.read_buckets(es, alias, keys).items()}
 
 
 def assert_every_article_filed_once(es: Elasticsearch, alias: str, articles: Sequence[Article]) -> None:
     docs = get_many(es, alias, [a.id for a in articles], fields=["lsh_bands"])
-    buckets = filed_slots(es, alias, articles)
+    slots = filed_slots(es, alias, articles)
     for a in articles:
-        assert len(docs[a.id]["lsh_bands"]) == lsh.FILED_KEYS
+        assert len(docs[a.id]["lsh_bands"]) == buckets.FILED_KEYS
         for key in docs[a.id]["lsh_bands"]:
-            assert buckets[key].count(a.id) == 1
+            assert slots[key].count(a.id) == 1
 
 
 def test_sketches_of_copies_share_their_first_keys_and_merge_picks_the_earliest_head() -> None:
     a, b, c = (sketch(shingles("\n".join(p))) for p in (WIRE, COPY, OTHER))
     assert a == sorted(a) and sketch(shingles("\n".join(WIRE))) == a  # ordered, deterministic
-    assert set(a[: lsh.FILED_KEYS]) & set(b[: lsh.FILED_KEYS])
-    assert not set(a[: lsh.PROBE_STEP]) & set(c[: lsh.PROBE_STEP])
+    assert set(a[: buckets.FILED_KEYS]) & set(b[: buckets.FILED_KEYS])
+    assert not set(a[: buckets.PROBE_STEP]) & set(c[: buckets.PROBE_STEP])
     t0 = article(1, WIRE).published_at
     heads = {"x": t0, "y": t0 - timedelta(hours=1), "z": t0 + timedelta(hours=1), "w": t0}
     assert merge([("x", "y"), ("z", "x")], heads) == {"x": "y", "z": "y"}
@@ -79,7 +79,7 @@ def test_two_workers_filing_copies_of_one_story_at_once_make_one_cluster(
     first = [article(1, WIRE, minutes=10), article(3, OTHER, minutes=5)]
     second = [article(2, COPY, minutes=-20), article(4, COPY2, minutes=30, outlet="موقع")]
     barrier = threading.Barrier(2, timeout=30)
-    real: Callable[..., Any] = getattr(lsh, pause_after)
+    real: Callable[..., Any] = getattr(buckets, pause_after)
     local = threading.local()
 
     def paused(*args: Any, **kwargs: Any) -> Any:
@@ -89,7 +89,7 @@ def test_two_workers_filing_copies_of_one_story_at_once_make_one_cluster(
             barrier.wait()
         return out
 
-    monkeypatch.setattr(lsh, pause_after, paused)
+    monkeypatch.setattr(buckets, pause_after, paused)
     errors: list[BaseException] = []
 
     def worker(batch: list[Article]) -> None:
@@ -161,7 +161,7 @@ def test_an_article_taken_again_keeps_its_cluster_and_is_not_filed_twice(es: Ela
     run(es, alias, [updated])  # the same URL, its text updated
     got = clusters_of(es, alias)
     assert got[copy.id] == (wire.id, wire.id, 2) and got[wire.id] == (wire.id, None, 2)
-    after = lsh.read_buckets(es, alias, before)
+    after = buckets.read_buckets(es, alias, before)
     for key, ids in before.items():
         assert [m.article_id for m in after[key].members][: len(ids)] == ids  # append-only
     assert_every_article_filed_once(es, alias, [updated, copy])
@@ -214,11 +214,11 @@ def test_a_crowded_bucket_takes_no_more_articles_and_its_members_are_still_found
     assert max(similarity(x, y) for x, y in itertools.combinations(grams, 2)) < 0.4  # the template is no story
     for start in range(0, len(articles), 4):
         run(es, alias, articles[start : start + 4])
-    shared = set.intersection(*(set(sketch(g)[: lsh.PROBE_STEP]) for g in grams))
+    shared = set.intersection(*(set(sketch(g)[: buckets.PROBE_STEP]) for g in grams))
     assert shared, "the template's shingles are among every article's first keys"
-    buckets = lsh.read_buckets(es, alias, shared)
-    assert all(len(b.members) <= lsh.CROWDED for b in buckets.values())
-    assert all(b.crowded for b in buckets.values())
+    read = buckets.read_buckets(es, alias, shared)
+    assert all(len(b.members) <= buckets.CROWDED for b in read.values())
+    assert all(b.crowded for b in read.values())
     assert_every_article_filed_once(es, alias, articles)  # under later keys once the first were crowded
     got = clusters_of(es, alias)
     assert len({c for c, _, _ in got.values()}) == len(articles)
@@ -235,8 +235,8 @@ def test_a_crowded_bucket_takes_no_more_articles_and_its_members_are_still_found
 
 def test_a_full_bucket_is_read_no_further_than_its_last_slot(es: Elasticsearch, alias: str) -> None:
     index.ensure_indices(es, alias)
-    members = [lsh.Member(f"a{n:03d}", 1_760_000_000 + n) for n in range(lsh.CAP + 3)]
-    empty = {"k1": lsh.Bucket()}
+    members = [buckets.Member(f"a{n:03d}", 1_760_000_000 + n) for n in range(buckets.CAP + 3)]
+    empty = {"k1": buckets.Bucket()}
     # Workers filing at once can overfill a bucket; write the slots as they would.
     bulk_write(
         es,
@@ -244,17 +244,17 @@ def test_a_full_bucket_is_read_no_further_than_its_last_slot(es: Elasticsearch, 
             {
                 "_op_type": "create",
                 "_index": index.Names(alias).lsh,
-                "_id": lsh.slot_id("k1", n),
+                "_id": buckets.slot_id("k1", n),
                 "_source": {"article_id": m.article_id, "published_at": m.published_at},
             }
             for n, m in enumerate(members)
         ),
     )
-    bucket = lsh.read_buckets(es, alias, ["k1", "k2"])
+    bucket = buckets.read_buckets(es, alias, ["k1", "k2"])
     assert bucket["k1"].full and bucket["k1"].crowded and bucket["k2"].members == [] and not bucket["k2"].crowded
-    filed = lsh.file_articles(es, alias, [("k1", lsh.Member("new", 1))], empty)
+    filed = buckets.file_articles(es, alias, [("k1", buckets.Member("new", 1))], empty)
     assert filed.slots == {}  # slots 0.. are taken and it becomes crowded: not filed there
-    assert filed.taken["k1"] == list(range(lsh.CROWDED))
+    assert filed.taken["k1"] == list(range(buckets.CROWDED))
 
 
 def test_clustering_reads_and_writes_by_id_only(es: Elasticsearch, es_url: str, alias: str) -> None:
@@ -272,7 +272,7 @@ def test_clustering_reads_and_writes_by_id_only(es: Elasticsearch, es_url: str, 
         client = Elasticsearch(proxy.url, request_timeout=30)
         batch = [article(2, COPY, minutes=40), article(4, WIRE[:3], minutes=-90)]  # joins, then moves the cluster
         index_clustered(client, alias, batch, threshold=0.4, window_days=30)
-        texts = lsh.indexed_texts(client, alias, batch)
+        texts = buckets.indexed_texts(client, alias, batch)
         client.close()
     finally:
         proxy.close()
@@ -289,9 +289,9 @@ def test_exact_texts_are_found_by_id_per_outlet_and_as_they_are_now(es: Elastics
     run(es, alias, [first])
     again = replace(article(2, WIRE, outlet="وكالة"), content_hash=first.content_hash)  # an AMP copy, say
     elsewhere = replace(article(3, WIRE, outlet="صحيفة"), content_hash=first.content_hash)
-    assert lsh.indexed_texts(es, alias, [again, elsewhere]) == {("وكالة", first.content_hash): first.id}
+    assert buckets.indexed_texts(es, alias, [again, elsewhere]) == {("وكالة", first.content_hash): first.id}
     run(es, alias, [replace(article(1, OTHER, outlet="وكالة"), content_hash="changed")])  # its text updated
-    assert lsh.indexed_texts(es, alias, [again]) == {}
+    assert buckets.indexed_texts(es, alias, [again]) == {}
 
 
 def test_a_cluster_grown_over_several_runs_moves_whole_to_an_earlier_copy(es: Elasticsearch, alias: str) -> None:
@@ -305,8 +305,8 @@ def test_a_cluster_grown_over_several_runs_moves_whole_to_an_earlier_copy(es: El
     got = clusters_of(es, alias)
     assert got[earliest.id] == (earliest.id, None, 4)
     assert all(got[a.id] == (earliest.id, earliest.id, 4) for a in copies)
-    runs = lsh.read_runs(es, alias, [lsh.cluster_key(earliest.id)])
-    assert sorted(m.article_id for m in runs[lsh.cluster_key(earliest.id)].members) == sorted(a.id for a in copies)
+    runs = buckets.read_runs(es, alias, [buckets.cluster_key(earliest.id)])
+    assert sorted(m.article_id for m in runs[buckets.cluster_key(earliest.id)].members) == sorted(a.id for a in copies)
 
 
 def test_an_index_from_before_the_store_is_backfilled_and_clusters_on(es: Elasticsearch, alias: str) -> None:
@@ -320,7 +320,7 @@ def test_an_index_from_before_the_store_is_backfilled_and_clusters_on(es: Elasti
     es.indices.refresh(index=alias)
     assert_every_article_filed_once(es, alias, [wire, copy, other])
     earliest, again = article(4, WIRE[:3], minutes=-90), replace(article(5, WIRE), content_hash=wire.content_hash)
-    assert lsh.indexed_texts(es, alias, [again]) == {(again.outlet, wire.content_hash): wire.id}
+    assert buckets.indexed_texts(es, alias, [again]) == {(again.outlet, wire.content_hash): wire.id}
     run(es, alias, [earliest])
     got = clusters_of(es, alias)
     assert {got[a.id] for a in (wire, copy)} == {(earliest.id, earliest.id, 3)}
@@ -372,6 +372,6 @@ def test_an_index_made_before_the_bucket_store_is_filed_when_it_is_upgraded(es: 
     es.indices.refresh(index=alias)
     es.indices.delete(index=index.Names(alias).lsh)
     prepare_index(es, alias)
-    assert lsh.indexed_texts(es, alias, [first]) == {(first.outlet, first.content_hash): first.id}
+    assert buckets.indexed_texts(es, alias, [first]) == {(first.outlet, first.content_hash): first.id}
     clustered, _ = index_clustered(es, alias, [copy], threshold=0.4, window_days=30)
     assert clustered.articles[0].cluster_id == first.id

@@ -15,9 +15,9 @@ import pytest
 import yaml
 from elasticsearch import Elasticsearch
 
-from pipeline import compare, index
-from pipeline.compare import NoCoverage, compare_story, compare_topic, format_lag, parse_when
-from pipeline.compare_terms import (
+from pipeline.analysis import compare
+from pipeline.analysis.compare import NoCoverage, compare_story, compare_topic, format_lag, parse_when
+from pipeline.analysis.terms import (
     TermCounts,
     _terms_of,
     count_terms,
@@ -25,9 +25,10 @@ from pipeline.compare_terms import (
     distinctive_terms,
     log_odds,
 )
-from pipeline.es import bulk_write
-from pipeline.normalize import normalize_for_hash, normalize_text, word_count
+from pipeline.arabic.normalize import normalize_for_hash, normalize_text, word_count
 from pipeline.records import Article
+from pipeline.store import index
+from pipeline.store.es import bulk_write
 
 FIXTURES = Path(__file__).parent / "fixtures" / "compare"
 PROFILE = "syria-war"

@@ -12,8 +12,8 @@ from browser import ARTIFACTS, chrome, screenshot
 from elasticsearch import Elasticsearch
 from test_compare import PROFILE, SINCE, UNTIL, make_article, story_articles, topic_articles, write
 
-from pipeline.compare import compare_story, compare_topic
-from pipeline.compare_report import story_html, topic_html
+from pipeline.analysis.compare import compare_story, compare_topic
+from pipeline.analysis.report_html import story_html, topic_html
 from pipeline.settings import PROJECT_ROOT
 
 CHARTS = {"chart-over-time": 4, "chart-shares": 2, "chart-lags": 4, "chart-terms": 2}

@@ -11,13 +11,13 @@ import jsonschema
 import pytest
 from elasticsearch import Elasticsearch
 
-from pipeline import index
-from pipeline.cycle import run_cycle
 from pipeline.demo.server import SiteServer
 from pipeline.demo.site import FAILING_FEEDS, Expected, Resource, demo_feeds, expectations
+from pipeline.ingest.urls import canonical_url
 from pipeline.records import FeedConfig, doc_id
+from pipeline.run import run_cycle
 from pipeline.settings import PROJECT_ROOT, Settings
-from pipeline.urls import canonical_url
+from pipeline.store import index
 
 INDEXED = {"indexed", "feed_fallback"}
 

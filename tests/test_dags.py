@@ -21,9 +21,9 @@ from smtp_server import RecordingSmtp
 
 from pipeline.demo.server import SiteServer
 from pipeline.demo.site import FAILING_FEEDS, demo_feeds, expectations
-from pipeline.landing import Landing
+from pipeline.ingest.urls import canonical_url
 from pipeline.settings import PROJECT_ROOT
-from pipeline.urls import canonical_url
+from pipeline.store.landing import Landing
 
 DAGS = PROJECT_ROOT / "dags"
 RUNNER = Path(__file__).parent / "airflow_run.py"

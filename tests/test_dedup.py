@@ -5,8 +5,8 @@ from __future__ import annotations
 import itertools
 from datetime import UTC, datetime, timedelta
 
-from pipeline.dedup import drop_exact_duplicates
 from pipeline.records import Article
+from pipeline.stories.dedup import drop_exact_duplicates
 
 T0 = datetime(2025, 10, 3, 9, 0, tzinfo=UTC)
 

@@ -34,10 +34,13 @@ import yaml
 from elasticsearch import Elasticsearch
 from typer.testing import CliRunner
 
-from pipeline import cli, deploy, index, log
+from pipeline import log
+from pipeline.cli import main
 from pipeline.errors import IndexingError
-from pipeline.es import connect
+from pipeline.ops import setup
 from pipeline.settings import PROJECT_ROOT, Settings
+from pipeline.store import index
+from pipeline.store.es import connect
 
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
 ENV_EXAMPLE = PROJECT_ROOT / ".env.example"
@@ -358,9 +361,9 @@ def test_the_setup_service_runs_the_same_entry_point_as_the_embedded_default(com
     env = setup["environment"]
     assert env["ES_USER"] == "elastic" and env["ES_URL"] == "http://elasticsearch:9200"
     # `python -m pipeline setup` is this callback.
-    group = next(g for g in cli.app.registered_groups if g.name == "setup")
+    group = next(g for g in main.app.registered_groups if g.name == "setup")
     assert group.typer_instance is not None and group.typer_instance.registered_callback is not None
-    assert group.typer_instance.registered_callback.callback.__module__ == "pipeline.cli_setup"
+    assert group.typer_instance.registered_callback.callback.__module__ == "pipeline.cli.setup"
 
 
 def test_setup_installs_indices_through_index_ensure_indices(
@@ -375,7 +378,7 @@ def test_setup_installs_indices_through_index_ensure_indices(
 
     monkeypatch.setattr(index, "ensure_indices", spy)
     try:
-        result = CliRunner().invoke(cli.app, ["setup", "--es-url", es_url, "--es-index", alias, "--json"])
+        result = CliRunner().invoke(main.app, ["setup", "--es-url", es_url, "--es-index", alias, "--json"])
     finally:
         log.configure(json=True)  # the command bound logging to the runner's stderr, closed by now
     assert result.exit_code == 0, result.output
@@ -660,9 +663,9 @@ def test_saved_searches_cover_the_seed_topic_the_newest_stories_and_one_story() 
 
 
 def test_another_alias_repoints_the_data_views_and_nothing_else() -> None:
-    original = deploy.saved_objects()
+    original = setup.saved_objects()
     assert original == b"".join(p.read_bytes() for p in sorted(KIBANA_DIR.glob("*.ndjson")))
-    moved = [json.loads(line) for line in deploy.saved_objects("press-ar").decode().splitlines()]
+    moved = [json.loads(line) for line in setup.saved_objects("press-ar").decode().splitlines()]
     titles = {o["id"]: o["attributes"]["title"] for o in moved if o["type"] == "index-pattern"}
     assert titles == {"news-articles": "press-ar", "news-articles-alerts": "press-ar-alerts"}
     same = [json.loads(line) for line in original.decode().splitlines()]
@@ -850,8 +853,8 @@ def kibana() -> Iterator[FakeKibana]:
 
 
 def test_import_waits_for_kibana_then_uploads_the_files_byte_for_byte(kibana: FakeKibana) -> None:
-    headers = deploy.kibana_headers(Settings(es_user="elastic", es_password="pässword"))
-    result = deploy.import_saved_objects(kibana.url + "/", deploy.saved_objects(), headers=headers, interval=0.01)
+    headers = setup.kibana_headers(Settings(es_user="elastic", es_password="pässword"))
+    result = setup.import_saved_objects(kibana.url + "/", setup.saved_objects(), headers=headers, interval=0.01)
     assert kibana.status_calls == 3  # two 503s waited out
     (upload,) = kibana.uploads
     assert upload.path == "/api/saved_objects/_import" and upload.query == {"overwrite": ["true"]}
@@ -861,7 +864,7 @@ def test_import_waits_for_kibana_then_uploads_the_files_byte_for_byte(kibana: Fa
     assert upload.headers["Authorization"] == "Basic " + base64.b64encode("elastic:pässword".encode()).decode()
     assert result.version == "8.19.3" and result.imported == len(saved_objects())
     assert {(o["type"], o["id"]) for o in result.objects} == {(o["type"], o["id"]) for o in saved_objects()}
-    assert deploy.kibana_headers(Settings(es_api_key="k3y"))["Authorization"] == "ApiKey k3y"
+    assert setup.kibana_headers(Settings(es_api_key="k3y"))["Authorization"] == "ApiKey k3y"
 
 
 def test_objects_kibana_rejects_fail_the_setup_with_each_reason(es_url: str, alias: str, kibana: FakeKibana) -> None:
@@ -895,16 +898,16 @@ def test_kibana_answering_an_error_fails_the_setup(kibana: FakeKibana) -> None:
         "error": "Bad Request",
         "message": "Invalid file extension",
     }
-    with pytest.raises(deploy.KibanaError, match=r"refused the import \(HTTP 400\): Invalid file extension"):
-        deploy.import_saved_objects(kibana.url, deploy.saved_objects(), headers={}, interval=0.01)
+    with pytest.raises(setup.KibanaError, match=r"refused the import \(HTTP 400\): Invalid file extension"):
+        setup.import_saved_objects(kibana.url, setup.saved_objects(), headers={}, interval=0.01)
 
 
 def test_refused_credentials_fail_at_once(kibana: FakeKibana) -> None:
     kibana.starting = 0
     kibana.status_code = 401
     started = time.monotonic()
-    with pytest.raises(deploy.KibanaError, match=r"refused the credentials \(HTTP 401"):
-        deploy.import_saved_objects(kibana.url, deploy.saved_objects(), headers={}, wait=30)
+    with pytest.raises(setup.KibanaError, match=r"refused the credentials \(HTTP 401"):
+        setup.import_saved_objects(kibana.url, setup.saved_objects(), headers={}, wait=30)
     assert time.monotonic() - started < 5
     assert kibana.uploads == []
 
@@ -991,9 +994,9 @@ def test_a_secured_cluster_gets_the_kibana_password_a_least_privilege_user_and_a
     url, calls = secured_es
     settings = Settings(es_url=url, es_user="elastic", es_password="pw", es_index="news-articles")
     es = connect(settings, url)
-    deploy.set_kibana_system_password(es, "kpw")
-    deploy.ensure_pipeline_user(es, "news-articles", user="news_pipeline", password="ppw")
-    key = deploy.create_api_key(es, "news-articles", name="news-articles-pipeline-1")
+    setup.set_kibana_system_password(es, "kpw")
+    setup.ensure_pipeline_user(es, "news-articles", user="news_pipeline", password="ppw")
+    key = setup.create_api_key(es, "news-articles", name="news-articles-pipeline-1")
     asked = {c.path: c.body for c in calls if c.method in {"PUT", "POST"}}
     assert asked["/_security/user/kibana_system/_password"] == {"password": "kpw"}
     role = asked["/_security/role/news_pipeline"]
@@ -1012,7 +1015,7 @@ def test_a_secured_cluster_gets_the_kibana_password_a_least_privilege_user_and_a
 def test_a_cluster_without_security_says_what_failed(es_url: str) -> None:
     es = Elasticsearch(es_url, request_timeout=10)
     with pytest.raises(IndexingError, match="could not set the kibana_system password"):
-        deploy.set_kibana_system_password(es, "x")
+        setup.set_kibana_system_password(es, "x")
 
 
 def test_setup_on_a_secured_cluster_does_each_step_in_the_order_kibana_needs(

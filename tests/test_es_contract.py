@@ -8,8 +8,8 @@ import pytest
 from elasticsearch import ApiError, Elasticsearch
 from elasticsearch import helpers as es_helpers
 
-from pipeline import index
 from pipeline.records import Article
+from pipeline.store import index
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from pipeline.errors import ExtractError, LanguageRejected
-from pipeline.extract import build_article, decode_html, process_page
+from pipeline.ingest.extract import build_article, decode_html, process_page
 from pipeline.records import FeedItem
 
 PARAS = [

@@ -30,14 +30,14 @@ from conftest import wait_until
 from elasticsearch import Elasticsearch
 from proxy import FaultProxy, drop
 
-from pipeline.cycle import run_cycle
 from pipeline.demo.server import SiteServer
 from pipeline.demo.site import build_site, demo_feeds, expectations
-from pipeline.embedded import embedded_elasticsearch, recorded_server, start_server, stop_group, stop_recorded
-from pipeline.es import connect
+from pipeline.ingest.urls import canonical_url
 from pipeline.records import FeedConfig
+from pipeline.run import run_cycle
 from pipeline.settings import Settings
-from pipeline.urls import canonical_url
+from pipeline.store.embedded import embedded_elasticsearch, recorded_server, start_server, stop_group, stop_recorded
+from pipeline.store.es import connect
 
 pytestmark = pytest.mark.slow
 INDEXED = {"indexed", "feed_fallback"}

@@ -10,7 +10,15 @@ import pytest
 import structlog
 
 from pipeline.errors import ConfigError, FeedError
-from pipeline.feeds import MAX_LINK_CHARS, SCHEMA_PATH, enabled_feeds, html_to_text, load_feeds, parse_feed, read_feed
+from pipeline.ingest.feeds import (
+    MAX_LINK_CHARS,
+    SCHEMA_PATH,
+    enabled_feeds,
+    html_to_text,
+    load_feeds,
+    parse_feed,
+    read_feed,
+)
 from pipeline.records import FeedConfig
 from pipeline.settings import PROJECT_ROOT
 

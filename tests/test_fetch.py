@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.addresses import refusal
 from pipeline.demo.server import SiteServer
 from pipeline.errors import FetchError, RateLimited, RefusedURL, TooLarge
-from pipeline.fetch import Fetcher, check_url, parse_retry_after
+from pipeline.ingest.addresses import refusal
+from pipeline.ingest.fetch import Fetcher, check_url, parse_retry_after
 from pipeline.settings import Settings
 
 

@@ -39,14 +39,14 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from smtp_server import self_signed
 
-from pipeline.cycle import RunSummary, run_cycle
 from pipeline.errors import FetchError, RefusedURL, TooLarge
-from pipeline.extract import process_page
-from pipeline.fetch import Fetcher, check_url
-from pipeline.poll import PollResult, poll_feed
+from pipeline.ingest.extract import process_page
+from pipeline.ingest.fetch import Fetcher, check_url
+from pipeline.ingest.poll import PollResult, poll_feed
+from pipeline.ingest.urls import canonical_url
 from pipeline.records import Article, FeedConfig, FeedItem, FeedState
+from pipeline.run import RunSummary, run_cycle
 from pipeline.settings import Settings
-from pipeline.urls import canonical_url
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -346,7 +346,7 @@ def test_entity_bombs_are_parsed_in_bounded_time_and_memory(hostile: HostileSite
     with Fetcher(fast()) as fetcher:
         resp = fetcher.get(hostile.url(path))
     feed = FeedConfig(id="bomb", url=hostile.url(path), outlet="معاد")
-    from pipeline.feeds import parse_feed
+    from pipeline.ingest.feeds import parse_feed
 
     tracemalloc.start()
     started = time.monotonic()

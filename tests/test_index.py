@@ -12,11 +12,11 @@ import pytest
 from elasticsearch import Elasticsearch
 from proxy import FaultProxy, answer
 
-from pipeline import index
 from pipeline.errors import IndexingError
-from pipeline.es import bulk_write, connect
 from pipeline.records import Article
 from pipeline.settings import Settings
+from pipeline.store import index
+from pipeline.store.es import bulk_write, connect
 
 
 def make_article(n: int, outlet: str = "صوت الشام") -> Article:

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.landing import Landing, LandingError, batch_ref
 from pipeline.records import Article
 from pipeline.settings import Settings
-from pipeline.stages import plan_feed_batches, plan_processing, process_landed
+from pipeline.store.landing import Landing, LandingError, batch_ref
+from pipeline.tasks import plan_feed_batches, plan_processing, process_landed
 
 WHEN = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
 

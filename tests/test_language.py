@@ -1,4 +1,4 @@
-"""Tests for pipeline.language: Arabic against its Arabic-script neighbours, and the prefix bound.
+"""Tests for pipeline.ingest.language: Arabic against its Arabic-script neighbours, and the prefix bound.
 
 Every sample is written for this file (short pieces of invented news prose), not taken from any
 outlet.
@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.errors import LanguageRejected
-from pipeline.language import _FUNCTION_WORDS, _bounded_prefix, check_language, detect_language
+from pipeline.ingest.language import _FUNCTION_WORDS, _bounded_prefix, check_language, detect_language
 
 ARABIC: dict[str, str] = {
     "msa_politics": (

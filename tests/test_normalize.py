@@ -1,4 +1,4 @@
-"""Tests for pipeline.normalize: one test per rule, then properties (idempotence, hash stability).
+"""Tests for pipeline.arabic.normalize: one test per rule, then properties (idempotence, hash stability).
 
 The example words and sentences are ordinary Arabic, Persian and Urdu written for these tests.
 """
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.normalize import (
+from pipeline.arabic.normalize import (
     ARABIC_MARKS,
     content_hash,
     normalize_for_hash,

@@ -8,11 +8,11 @@ import jsonschema  # type: ignore[import-untyped, unused-ignore]
 import pytest
 import yaml  # type: ignore[import-untyped, unused-ignore]
 
-from pipeline.normalize import normalize_text
-from pipeline.profile_builder import STOP_WORDS, build_profile, calibrate_draft, dump_profile
-from pipeline.profile_eval import Labelled
+from pipeline.arabic.normalize import normalize_text
 from pipeline.settings import PROJECT_ROOT
-from pipeline.topics import SCHEMA_PATH, load_profile, match_profile, term_key
+from pipeline.topics.draft import STOP_WORDS, build_profile, calibrate_draft, dump_profile
+from pipeline.topics.evaluate import Labelled
+from pipeline.topics.profiles import SCHEMA_PATH, load_profile, match_profile, term_key
 
 SEED_REPORT = PROJECT_ROOT / "seeds" / "seed-report-iran-russia-assad.txt"
 

@@ -16,10 +16,10 @@ import pytest
 from elasticsearch import Elasticsearch
 from test_compare import make_article, write
 
-from pipeline import index
-from pipeline.profile_builder import profile_id_from
 from pipeline.settings import PROJECT_ROOT
-from pipeline.topics import load_profile
+from pipeline.store import index
+from pipeline.topics.draft import profile_id_from
+from pipeline.topics.profiles import load_profile
 
 SEED_REPORT = PROJECT_ROOT / "seeds" / "seed-report-iran-russia-assad.txt"
 

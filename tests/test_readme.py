@@ -7,7 +7,7 @@ import re
 
 from typer.testing import CliRunner
 
-from pipeline.cli import app
+from pipeline.cli.main import app
 from pipeline.settings import PROJECT_ROOT
 
 GROUPS = {"alerts", "compare", "profile"}  # commands whose next word is a sub-command

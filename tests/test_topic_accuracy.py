@@ -27,10 +27,10 @@ from typing import Any
 import pytest
 import yaml  # type: ignore[import-untyped, unused-ignore]
 
-from pipeline.normalize import normalize_text
-from pipeline.profile_eval import LabelledReport, evaluate_profile, load_labelled
+from pipeline.arabic.normalize import normalize_text
 from pipeline.settings import PROJECT_ROOT
-from pipeline.topics import Profile, explain, load_profile, match_profile, tag_article
+from pipeline.topics.evaluate import LabelledReport, evaluate_profile, load_labelled
+from pipeline.topics.profiles import Profile, explain, load_profile, match_profile, tag_article
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "topics"
 SEED_PROFILE = PROJECT_ROOT / "seeds" / "profiles" / "iran-russia-assad.yaml"

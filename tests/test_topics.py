@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.arabic.normalize import normalize_text
 from pipeline.errors import ConfigError
-from pipeline.normalize import normalize_text
 from pipeline.settings import PROJECT_ROOT
-from pipeline.topics import (
+from pipeline.topics.profiles import (
     SCHEMA_PATH,
     Group,
     Match,
@@ -359,10 +359,10 @@ def test_topic_matches_of_a_rules_profile_list_its_terms_in_profile_order_withou
 
 
 def test_a_pickled_rules_profile_reuses_its_matcher() -> None:
-    from pipeline import topics
+    from pipeline.topics import profiles
 
     copy = pickle.loads(pickle.dumps(RULES))
-    assert topics._compile(copy) is topics._compile(RULES)
+    assert profiles._compile(copy) is profiles._compile(RULES)
 
 
 # --- profile files ------------------------------------------------------------------------------
@@ -659,9 +659,9 @@ def test_seed_report_itself_reaches_the_alert_threshold() -> None:
 
 def test_a_pickled_copy_of_a_profile_reuses_its_matcher() -> None:
     # Extraction workers receive profiles pickled with their tasks.
-    from pipeline import topics
+    from pipeline.topics import profiles
 
     copy = pickle.loads(pickle.dumps(CLITICS))
     assert copy is not CLITICS
-    assert topics._compile(copy) is topics._compile(CLITICS)
+    assert profiles._compile(copy) is profiles._compile(CLITICS)
     assert match_profile(copy, title="", body="والحرس الثوري") == match_profile(CLITICS, title="", body="والحرس الثوري")

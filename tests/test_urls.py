@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.urls import canonical_url, host_of
+from pipeline.ingest.urls import canonical_url, host_of
 
 
 def test_tracking_parameters_are_removed() -> None:

@@ -1,0 +1,407 @@
+"""Email alerts: select the new stories that pass a profile's alert threshold, claim them in the ledger,
+send one digest per profile and recipient list, and record what went out.
+
+Everything is read from Elasticsearch, never from a cycle's memory, so an Airflow task can run
+:func:`run_alerts` alone after indexing, retry it, or run it twice at once. The ledger, its lease and its
+claims are :mod:`pipeline.alerts.ledger`; the operators' ``alerts list|resend``, :mod:`pipeline.alerts.operator`.
+
+Selection
+    Candidates are the articles *indexed* (``fetched_at``) within ``ALERT_LOOKBACK_HOURS`` (72 h)
+    whose ``topic_matches`` entry for the profile scores at least the profile's alert threshold.
+    ``fetched_at``, not ``published_at``: "new" means new to us — an item a feed lists late, or
+    dates wrongly, is still news to the recipients — and a ``retag`` after a profile changed does
+    not touch it, so a new or edited profile mails at most the last three days, never the archive.
+    Three days is the longest a mail outage can last without losing a story (a server down from
+    Friday evening to Monday morning); while it lasts every cycle logs and counts the failure.
+    Candidates are grouped by ``cluster_id`` and every article of those clusters is read (whatever its
+    score or age): the entry's headline is the cluster's earliest article that passes the threshold
+    (its title, outlet, time, link, score and matched terms); the other outlets that carried the story
+    are listed with their copies' links.
+
+Already alerted
+    A story counts as alerted to an address when the profile's ledger names that address and the story's
+    cluster or any of its articles (a cluster re-pointed to an earlier copy's id is still recognised).
+    Addresses are compared case-insensitively and one by one, so adding someone to ``ALERT_TO`` sends the
+    newcomer the stories still in the window and re-sends nothing to the others; the stories still owed
+    to the same addresses form one digest.
+
+Recipients
+    A profile's list is its own ``recipients`` plus ``ALERT_TO`` (the schema says "in addition to
+    ALERT_TO"; with neither, the stories wait, and each run logs and counts it as a failure).
+
+Overlapping runs and crashes
+    One run at a time works on a profile (its lease; a run that finds it held skips the profile,
+    ``profiles_busy``). Each story is claimed before its message is built and marked sent only once
+    the mail server accepted it; if delivery fails the story stays pending. A lease or claim older than
+    ``ALERT_CLAIM_MINUTES`` (10) is a dead worker's and is taken over, so a recipient may get a story
+    twice only when a worker died between the server's "250 accepted" and the ledger write.
+
+Cap
+    A digest holds at most ``ALERT_MAX_STORIES`` (25) entries, the stories indexed first; the rest
+    are counted in the message ("و 12 خبرًا آخر تصل في الرسالة التالية") and are *not* marked
+    alerted: they lead the next digest, so a burst is delivered over a few cycles, oldest first, and
+    nothing starves.
+
+Failures
+    Mail server down or refusing (connection refused, timeout, TLS, 4xx/5xx): no exception escapes; the
+    failure is logged with the server and counted in ``AlertRun.failures``, and the stories stay
+    pending. After a server could not be reached at all, the run sends nothing more (each attempt
+    would wait for the same timeout). Recipients refused one by one while others were accepted stay
+    pending for those addresses only. Only an unreachable index stops the run (``IndexingError``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from elasticsearch import Elasticsearch
+
+from pipeline import log
+from pipeline.alerts import mailer
+from pipeline.alerts.digest import Copy, Digest, Story, build_message, reading_order
+from pipeline.alerts.ledger import (
+    DEFAULT_SENDER,
+    alerted_to,
+    claim_stories,
+    claim_ttl,
+    delete_claims,
+    drop_stale_claims,
+    ensure_ledger,
+    mark_sent,
+    new_message_id,
+    release_lease,
+    renew_lease,
+    take_lease,
+)
+from pipeline.errors import AlertError, MailServerUnreachable
+from pipeline.records import iso, parse_iso_or_none
+from pipeline.settings import Settings
+from pipeline.store import buckets
+from pipeline.store.es import get_many, scan
+from pipeline.topics.profiles import Profile
+
+__all__ = [
+    "ARTICLE_FIELDS",
+    "AlertRun",
+    "Pending",
+    "recipients_for",
+    "run_alerts",
+    "select_pending",
+    "story_of",
+]
+
+_log = log.get(__name__)
+
+ARTICLE_FIELDS = [
+    "title", "outlet", "url", "canonical_url", "published_at", "fetched_at", "cluster_id", "topic_matches",
+]  # fmt: skip
+
+
+@dataclass(slots=True)
+class AlertRun:
+    """What one :func:`run_alerts` did."""
+
+    digests_sent: int = 0
+    stories_sent: int = 0
+    stories_pending: int = 0  # not delivered this time (failure, cap, no recipient): the next run tries again
+    failures: list[dict[str, str]] = field(default_factory=list)  # {profile, server, reason}
+    profiles_busy: list[str] = field(default_factory=list)  # leased by another run: skipped
+    messages: list[dict[str, Any]] = field(default_factory=list)  # {profile, message_id, recipients, stories, where}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """Stories of one profile still owed to the same addresses, the earliest indexed first."""
+
+    profile: Profile
+    recipients: tuple[str, ...]
+    stories: tuple[Story, ...]
+
+
+# --- entry points -----------------------------------------------------------------------------------
+
+
+def run_alerts(
+    settings: Settings, es: Elasticsearch, profiles: Sequence[Profile], *, now: datetime | None = None
+) -> AlertRun:
+    """Send every profile's pending stories as digests and record them in the ledger (see the module
+    docstring). Idempotent; safe to run from several processes at once.
+
+    ``now`` is the end of the look-back window (default: the clock). Leases and claims are stamped
+    with the later of ``now`` and the clock, so a caller passing the time its cycle started cannot make
+    its own lease look stale to other workers.
+
+    Raises:
+        IndexingError: the index cannot be set up or read.
+    """
+    clock = datetime.now(UTC)
+    now = now or clock
+    stamp = max(now, clock)
+    alias = settings.es_index
+    ensure_ledger(es, alias)
+    run = AlertRun()
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    server_down: str | None = None
+    for profile in profiles:
+        recipients = recipients_for(profile, settings)
+        if not recipients or server_down is not None:
+            # Nothing can go out for this profile: count what waits, say why, take no lease.
+            count = sum(len(p.stories) for p in select_pending(settings, es, profile, recipients, now=now))
+            if count:
+                run.stories_pending += count
+                reason = (
+                    f"not tried: {server_down} could not be reached earlier in this run"
+                    if recipients
+                    else "no recipients: set ALERT_TO or the profile's recipients"
+                )
+                _fail(run, profile.id, server_down or "", reason, pending=count)
+            continue
+        lease = take_lease(es, alias, profile.id, now=stamp, ttl=claim_ttl(settings), owner=owner)
+        if lease is None:
+            run.profiles_busy.append(profile.id)
+            _log.info("alerts.busy", profile=profile.id)
+            continue
+        try:
+            drop_stale_claims(es, alias, profile.id, cutoff=stamp - claim_ttl(settings))
+            for group in select_pending(settings, es, profile, recipients, now=now):
+                if server_down is not None:
+                    run.stories_pending += len(group.stories)
+                    continue
+                # Renewed before each digest: a run slowed past the lease's life finds out, and stops.
+                renewed = renew_lease(es, alias, lease, now=max(stamp, datetime.now(UTC)), owner=owner)
+                if renewed is None:
+                    run.stories_pending += len(group.stories)
+                    _fail(run, profile.id, "", "lease lost to another run (this one was too slow): stopped")
+                    break
+                lease = renewed
+                server_down = _send_group(settings, es, group, run, now=stamp, owner=owner)
+        finally:
+            release_lease(es, alias, lease)
+    _log.info("alerts.summary", **{k: v for k, v in run.to_dict().items() if k != "messages"})
+    return run
+
+
+def recipients_for(profile: Profile, settings: Settings) -> tuple[str, ...]:
+    """The profile's own recipients, then ``ALERT_TO``; each address once (compared case-insensitively)."""
+    seen: dict[str, str] = {}
+    for address in (*profile.recipients, *settings.alert_to):
+        seen.setdefault(address.strip().lower(), address.strip())
+    return tuple(seen.values())
+
+
+def select_pending(
+    settings: Settings, es: Elasticsearch, profile: Profile, recipients: Sequence[str], *, now: datetime
+) -> list[Pending]:
+    """The profile's stories not yet alerted, grouped by the addresses they are owed to (one group
+    with every address in the usual case). With no ``recipients``, one group of every story not yet
+    alerted to anybody. Read-only.
+
+    Raises:
+        IndexingError: the index cannot be read.
+    """
+    alias = settings.es_index
+    since = now - timedelta(hours=settings.alert_lookback_hours)
+    query = {
+        "bool": {
+            "filter": [
+                {"range": {"fetched_at": {"gte": iso(since)}}},
+                _passes(profile),
+            ]
+        }
+    }
+    first_indexed: dict[str, str] = {}
+    for hit in scan(es, alias, query, ["cluster_id", "fetched_at"]):
+        src = hit["_source"]
+        cluster = src.get("cluster_id") or hit["_id"]
+        fetched = src.get("fetched_at") or ""
+        if cluster not in first_indexed or fetched < first_indexed[cluster]:
+            first_indexed[cluster] = fetched
+    if not first_indexed:
+        return []
+    stories = _stories(_members(es, alias, sorted(first_indexed)), profile)
+    covered = alerted_to(es, alias, profile.id, stories, live_after=now - claim_ttl(settings))
+    groups: dict[tuple[str, ...], list[Story]] = {}
+    for story in stories.values():
+        done = covered.get(story.cluster_id, set())
+        # With no recipient configured, "owed" is a placeholder: owed to somebody, if nobody had it yet.
+        owed = tuple(r for r in recipients if r.lower() not in done) if recipients else () if done else ("",)
+        if owed:
+            groups.setdefault(owed, []).append(story)
+    order = {c: (fetched, c) for c, fetched in first_indexed.items()}
+    return [
+        Pending(
+            profile=profile,
+            recipients=tuple(r for r in owed if r),
+            stories=tuple(sorted(group, key=lambda s: order.get(s.cluster_id, ("", s.cluster_id)))),
+        )
+        for owed, group in sorted(groups.items())
+    ]
+
+
+# --- selection helpers ------------------------------------------------------------------------------
+
+
+def _passes(profile: Profile) -> dict[str, Any]:
+    return {
+        "nested": {
+            "path": "topic_matches",
+            "query": {
+                "bool": {
+                    "filter": [
+                        {"term": {"topic_matches.profile": profile.id}},
+                        {"range": {"topic_matches.score": {"gte": profile.alert_threshold}}},
+                    ]
+                }
+            },
+        }
+    }
+
+
+def _members(es: Elasticsearch, alias: str, cluster_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    """Every article of each cluster, as its ``_source`` plus ``_id``: the cluster's run in the bucket
+    store lists who joined it (``buckets.cluster_key``), and each listed article's own document says whether
+    it is still in it. Look-ups by id only (a search costs a pass over the index on small servers)."""
+    wanted = set(cluster_ids)
+    runs = buckets.read_runs(es, alias, [buckets.cluster_key(c) for c in wanted])
+    listed = wanted | {m.article_id for run in runs.values() for m in run.members}
+    found: dict[str, list[dict[str, Any]]] = {}
+    for doc_id, src in get_many(es, alias, sorted(listed), fields=ARTICLE_FIELDS).items():
+        cluster = src.get("cluster_id") or doc_id
+        if cluster in wanted:
+            found.setdefault(cluster, []).append({"_id": doc_id, **src})
+    return found
+
+
+def _match_of(article: dict[str, Any], profile: Profile) -> dict[str, Any] | None:
+    for match in article.get("topic_matches") or []:
+        if match.get("profile") == profile.id and float(match.get("score", 0)) >= profile.alert_threshold:
+            return dict(match)
+    return None
+
+
+def _earliest(article: dict[str, Any]) -> tuple[str, str]:
+    return (article.get("published_at") or "9999", article["_id"])
+
+
+def _stories(members: dict[str, list[dict[str, Any]]], profile: Profile) -> dict[str, Story]:
+    """One story per cluster that still has an article passing the threshold (a cluster re-pointed
+    since the candidates were read may have none under its old id: it is picked up next run)."""
+    stories: dict[str, Story] = {}
+    for cluster_id, articles in members.items():
+        passing = [a for a in articles if _match_of(a, profile) is not None]
+        if passing:
+            stories[cluster_id] = story_of(cluster_id, articles, profile)
+    return stories
+
+
+def story_of(cluster_id: str, articles: Sequence[dict[str, Any]], profile: Profile | None) -> Story:
+    """The digest entry for a cluster's ``articles`` (``_source`` plus ``_id``): headline from the
+    earliest article passing ``profile``'s alert threshold (the earliest article when none does or no
+    profile is given), then one copy per other outlet, earliest first."""
+    ordered = sorted(articles, key=_earliest)
+    passing = [a for a in ordered if profile is not None and _match_of(a, profile) is not None]
+    head = (passing or ordered)[0]
+    match = (_match_of(head, profile) if profile is not None else None) or {}
+    others: dict[str, Copy] = {}
+    for article in ordered:
+        outlet = article.get("outlet") or ""
+        if article is head or outlet == head.get("outlet") or outlet in others:
+            continue
+        others[outlet] = Copy(
+            outlet=outlet,
+            url=article.get("canonical_url") or article.get("url") or "",
+            published_at=parse_iso_or_none(article.get("published_at")),
+        )
+    return Story(
+        cluster_id=cluster_id,
+        article_id=head["_id"],
+        title=head.get("title") or "",
+        outlet=head.get("outlet") or "",
+        url=head.get("canonical_url") or head.get("url") or "",
+        published_at=parse_iso_or_none(head.get("published_at")),
+        terms=tuple(match.get("terms") or ()),
+        score=float(match.get("score") or 0.0),
+        others=tuple(others.values()),
+        article_ids=tuple(sorted(a["_id"] for a in articles)),
+    )
+
+
+# --- delivery -------------------------------------------------------------------------------------
+
+
+def _send_group(
+    settings: Settings, es: Elasticsearch, group: Pending, run: AlertRun, *, now: datetime, owner: str
+) -> str | None:
+    """Claim, send and record one digest; returns the server when it could not be reached at all."""
+    alias = settings.es_index
+    chosen = group.stories[: settings.alert_max_stories]
+    over = len(group.stories) - len(chosen)
+    held, unclaimed = claim_stories(es, alias, group.profile.id, group.recipients, chosen, now=now, owner=owner)
+    run.stories_pending += over + unclaimed
+    if not held:
+        return None
+    digest = Digest(
+        profile_id=group.profile.id,
+        profile_title=group.profile.title,
+        stories=reading_order(story for _, story in held),
+        more=over,
+    )
+    message_id = new_message_id(settings, now)
+    message = build_message(
+        digest,
+        sender=settings.alert_from or DEFAULT_SENDER,
+        recipients=group.recipients,
+        message_id=message_id,
+        date=now,
+    )
+    claim_ids = [doc_id for doc_id, _ in held]
+    try:
+        delivery = mailer.deliver(settings, message)
+    except AlertError as err:
+        delete_claims(es, alias, claim_ids)
+        run.stories_pending += len(held)
+        _fail(run, group.profile.id, err.url, str(err), pending=len(held) + over)
+        return (err.url or "the mail server") if isinstance(err, MailServerUnreachable) else None
+    accepted_at = max(now, datetime.now(UTC))
+    mark_sent(es, alias, claim_ids, message_id=message_id, accepted=delivery.accepted, now=accepted_at)
+    run.digests_sent += 1
+    run.stories_sent += len(held)
+    run.messages.append(
+        {
+            "profile": group.profile.id,
+            "message_id": message_id,
+            "recipients": list(delivery.accepted),
+            "stories": len(held),
+            "more": over,
+            "where": delivery.where,
+        }
+    )
+    _log.info(
+        "alerts.sent",
+        profile=group.profile.id,
+        message_id=message_id,
+        recipients=len(delivery.accepted),
+        stories=len(held),
+        more=over,
+        where=delivery.where,
+    )
+    if delivery.refused:
+        # The accepted addresses are recorded; the refused ones still have these stories pending.
+        run.stories_pending += len(held)
+        refused = "; ".join(f"{addr}: {answer}" for addr, answer in delivery.refused.items())
+        _fail(run, group.profile.id, delivery.where, f"recipients refused: {refused}")
+    return None
+
+
+def _fail(run: AlertRun, profile_id: str, server: str, reason: str, **fields: Any) -> None:
+    run.failures.append({"profile": profile_id, "server": server, "reason": reason})
+    _log.warning("alerts.failed", profile=profile_id, server=server, reason=reason, **fields)

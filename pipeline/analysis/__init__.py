@@ -1,0 +1,1 @@
+"""How outlets covered a story or a topic: related stories, comparisons, distinctive terms, the HTML report."""

@@ -1,0 +1,585 @@
+"""How outlets covered one story or a whole topic (issue #9): who reported first, who carried it and who
+ignored it, what each version added or dropped, and which words each outlet prefers.
+
+Every figure except the distinctive terms comes from Elasticsearch aggregations, so the cost does not
+grow with what has to be held in memory: ``compare_topic`` makes one search with several aggregations
+(two when the period has to be found first) and one multi-search for the largest clusters' coverage and
+the term samples. The terms statistic (:mod:`pipeline.analysis.terms`) reads at most ``sample`` articles
+per outlet, the most recent of the period. The aggregations work on the embedded server too (terms,
+filter, date_histogram, cardinality, top_hits; never min/max on dates, which it answers with null).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from elasticsearch import Elasticsearch
+
+from pipeline.analysis.related import story_versions
+from pipeline.analysis.terms import (
+    MIN_DOCS,
+    MIN_Z,
+    PRIOR_SCALE,
+    count_terms,
+    display_forms,
+    distinctive_terms,
+    log_odds,
+    name_keys,
+)
+from pipeline.errors import IndexingError
+from pipeline.records import parse_iso
+from pipeline.store.es import translated
+
+__all__ = [
+    "NoCoverage",
+    "SAMPLE_PER_OUTLET",
+    "TOP_CLUSTERS",
+    "compare_story",
+    "compare_topic",
+    "format_lag",
+    "parse_when",
+]
+
+SAMPLE_PER_OUTLET = 2000  # articles per outlet read for the terms statistic, the most recent first
+TOP_CLUSTERS = 20
+TOP_TERMS = 10
+STORY_WINDOW_HOURS = 48
+MAX_OUTLETS = 1000  # terms buckets for outlets; more are counted in "other_outlets"
+MAX_VERSIONS = 500
+PAGE = 10_000  # hits per page of the term samples (the most a search may return)
+Z_SIGNIFICANT = 1.96
+
+Progress = Callable[[str, int, int], None]
+
+
+class NoCoverage(IndexingError):
+    """Nothing in the index to compare: no such article or cluster, no article tagged with the profile."""
+
+
+def parse_when(value: str, *, end: bool = False) -> datetime:
+    """A date (``2025-03-01``) or an ISO time, in UTC. A date given as an ``end`` is the end of that day.
+
+    Raises:
+        ValueError: not a date or an ISO time.
+    """
+    text = value.strip()
+    when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    if end and len(text) == 10:
+        when += timedelta(days=1)
+    return when
+
+
+LAG_WORDS = ("first", "min", "h", "d")  # the first report; minutes, hours, days
+
+
+def format_lag(minutes: float | None, words: tuple[str, str, str, str] = LAG_WORDS) -> str:
+    """``first``, ``+25 min``, ``+3 h 10 min``, ``+2 d 4 h``; empty when not covered. ``words`` gives
+    the first report's name and the units (the HTML report uses Arabic ones)."""
+    if minutes is None:
+        return ""
+    first, mins, hrs, days_ = words
+    m = round(minutes)
+    if m == 0:
+        return first
+    if m < 60:
+        return f"+{m} {mins}"
+    if m < 48 * 60:
+        return f"+{m // 60} {hrs} {m % 60} {mins}" if m % 60 else f"+{m // 60} {hrs}"
+    days, hours = m // 1440, m % 1440 // 60
+    return f"+{days} {days_} {hours} {hrs}" if hours else f"+{days} {days_}"
+
+
+def _iso(when: datetime) -> str:
+    return when.isoformat().replace("+00:00", "Z")
+
+
+def _search(es: Elasticsearch, alias: str, **body: Any) -> dict[str, Any]:
+    with translated(f"searching {alias}", url=alias):
+        return dict(es.search(index=alias, **body))
+
+
+def _msearch(es: Elasticsearch, alias: str, bodies: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    if not bodies:
+        return []
+    searches: list[dict[str, Any]] = []
+    for body in bodies:
+        searches.extend(({"index": alias}, body))
+    with translated(f"searching {alias}", url=alias):
+        responses = es.msearch(searches=searches)["responses"]
+    for response in responses:
+        if "error" in response:
+            raise IndexingError(f"search in {alias} failed: {response['error']}", url=alias)
+    return [dict(r) for r in responses]
+
+
+# --- one story ------------------------------------------------------------------------------------
+
+
+def compare_story(es: Elasticsearch, alias: str, ref: str, *, window_hours: int = STORY_WINDOW_HOURS) -> dict[str, Any]:
+    """One story cluster, given an article id or a cluster id: its versions in order of publication (lag
+    behind the first, headline, sentences added to, dropped from or reworded against the first), each
+    outlet's first version, and the outlets that published other articles within ``window_hours`` of the
+    first report but did not carry the story.
+
+    Raises:
+        NoCoverage: no article and no cluster with that id.
+        IndexingError: the index cannot be read.
+    """
+    hits = _search(
+        es,
+        alias,
+        size=1,
+        query={"bool": {"should": [{"ids": {"values": [ref]}}, {"term": {"cluster_id": ref}}]}},
+        source_includes=["cluster_id"],
+    )["hits"]["hits"]
+    if not hits:
+        raise NoCoverage(f"no article or story cluster with id {ref} in {alias}", url=alias)
+    # The hit is the article itself, or (when ref is a cluster id) one of its members.
+    is_article = hits[0]["_id"] == ref
+    cluster_id = (hits[0]["_source"].get("cluster_id") or ref) if is_article else ref
+    versions = story_versions(es, alias, cluster_id, this_id=ref if is_article else None, limit=MAX_VERSIONS)
+    first = versions[0]
+    outlets: dict[str, dict[str, Any]] = {}
+    for version in versions:
+        entry = outlets.setdefault(
+            version["outlet"],
+            {
+                "outlet": version["outlet"],
+                "first_at": version["published_at"],
+                "lag_minutes": version["lag_minutes"],
+                "versions": 0,
+            },
+        )
+        entry["versions"] += 1
+    start = parse_iso(first["published_at"])
+    window = _search(
+        es,
+        alias,
+        size=0,
+        query={
+            "bool": {
+                "filter": [
+                    {"range": {"published_at": {"gte": _iso(start), "lt": _iso(start + timedelta(hours=window_hours))}}}
+                ],
+                "must_not": [{"term": {"cluster_id": cluster_id}}],
+            }
+        },
+        aggs={"outlets": {"terms": {"field": "outlet", "size": MAX_OUTLETS}}},
+    )
+    silent = [
+        {"outlet": b["key"], "articles_in_window": b["doc_count"]}
+        for b in window["aggregations"]["outlets"]["buckets"]
+        if b["key"] not in outlets
+    ]
+    return {
+        "query": ref,
+        "cluster_id": cluster_id,
+        "first": {"outlet": first["outlet"], "published_at": first["published_at"], "title": first["title"]},
+        "versions": versions,
+        "outlets": list(outlets.values()),
+        "not_carried_by": sorted(silent, key=lambda s: (-s["articles_in_window"], s["outlet"])),
+        "window_hours": window_hours,
+        "truncated": len(versions) >= MAX_VERSIONS,
+    }
+
+
+# --- a topic --------------------------------------------------------------------------------------
+
+
+def _interval(since: datetime, until: datetime) -> str:
+    days = (until - since).total_seconds() / 86400
+    return "day" if days <= 92 else "week" if days <= 731 else "month"
+
+
+def _bucket_starts(since: datetime, until: datetime, interval: str) -> list[datetime]:
+    """The starts of the calendar buckets (UTC; weeks start on Monday) covering [since, until)."""
+    day = since.replace(hour=0, minute=0, second=0, microsecond=0)
+    if interval == "week":
+        day -= timedelta(days=day.weekday())
+    elif interval == "month":
+        day = day.replace(day=1)
+    starts = []
+    while day < until:
+        starts.append(day)
+        if interval == "day":
+            day += timedelta(days=1)
+        elif interval == "week":
+            day += timedelta(days=7)
+        else:
+            day = (day + timedelta(days=32)).replace(day=1)
+    return starts
+
+
+def _topic_bounds(es: Elasticsearch, alias: str, filters: list[dict[str, Any]]) -> tuple[datetime, datetime] | None:
+    """First and last publication time of the topic's articles (top_hits: date min/max answer null on
+    the embedded server)."""
+    first_last = {
+        name: {"top_hits": {"size": 1, "sort": [{"published_at": {"order": order}}], "_source": ["published_at"]}}
+        for name, order in (("first", "asc"), ("last", "desc"))
+    }
+    resp = _search(es, alias, size=0, query={"bool": {"filter": filters}}, aggs=first_last)
+    aggs = resp["aggregations"]
+    if not aggs["first"]["hits"]["hits"]:
+        return None
+    return (
+        parse_iso(aggs["first"]["hits"]["hits"][0]["_source"]["published_at"]),
+        parse_iso(aggs["last"]["hits"]["hits"][0]["_source"]["published_at"]),
+    )
+
+
+def _coverage(topic: dict[str, int], everything: dict[str, int]) -> list[dict[str, Any]]:
+    """Each outlet's share of the topic against its share of all coverage, with a two-proportion z
+    (the outlet's topic rate against the other outlets')."""
+    t_all, a_all = sum(topic.values()), sum(everything.values())
+    rows: list[dict[str, Any]] = []
+    for outlet, a in everything.items():
+        t = topic.get(outlet, 0)
+        topic_share, all_share = t / t_all if t_all else 0.0, a / a_all
+        rest = a_all - a
+        z: float | None = None
+        if rest and 0 < t_all < a_all:
+            pooled = t_all / a_all
+            se = math.sqrt(pooled * (1 - pooled) * (1 / a + 1 / rest))
+            z = ((t / a) - (t_all - t) / rest) / se
+        verdict = "in line"
+        if z is not None and z >= Z_SIGNIFICANT:
+            verdict = "over"
+        elif z is not None and z <= -Z_SIGNIFICANT:
+            verdict = "under"
+        rows.append(
+            {
+                "outlet": outlet,
+                "topic_articles": t,
+                "all_articles": a,
+                "topic_share": round(topic_share, 4),
+                "all_share": round(all_share, 4),
+                "ratio": round(topic_share / all_share, 3) if all_share else None,
+                "topic_rate": round(t / a, 4),
+                "z": None if z is None else round(z, 2),
+                "verdict": verdict,
+            }
+        )
+    rows.sort(key=lambda r: (-r["topic_articles"], -r["all_articles"], r["outlet"]))
+    return rows
+
+
+def _clusters(order: list[dict[str, Any]], coverage: dict[str, Any], active: list[str]) -> list[dict[str, Any]]:
+    """Each large cluster: who reported first, every carrying outlet's lag, the outlets that did not."""
+    by_id = {b["key"]: b for b in coverage["aggregations"]["clusters"]["buckets"]}
+    out = []
+    for bucket in order:
+        cov = by_id.get(bucket["key"])
+        firsts = []
+        for ob in cov["outlets"]["buckets"] if cov else []:
+            hit = ob["first"]["hits"]["hits"][0]["_source"]
+            firsts.append((hit["published_at"], ob["key"], hit.get("title", ""), ob["doc_count"]))
+        firsts.sort()
+        start = parse_iso(firsts[0][0]) if firsts else None
+        carried = {outlet for _, outlet, _, _ in firsts}
+        out.append(
+            {
+                "cluster_id": bucket["key"],
+                "topic_articles": bucket["doc_count"],
+                "articles": sum(f[3] for f in firsts),
+                "title": firsts[0][2] if firsts else "",
+                "first_outlet": firsts[0][1] if firsts else None,
+                "first_at": firsts[0][0] if firsts else None,
+                "outlets": [
+                    {
+                        "outlet": outlet,
+                        "first_at": at,
+                        "lag_minutes": round((parse_iso(at) - start).total_seconds() / 60) if start else 0,
+                        "articles": n,
+                    }
+                    for at, outlet, _, n in firsts
+                ],
+                "missing": [o for o in active if o not in carried],
+            }
+        )
+    return out
+
+
+def _lags(clusters: list[dict[str, Any]], active: list[str]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for outlet in active:
+        lags = [o["lag_minutes"] for c in clusters for o in c["outlets"] if o["outlet"] == outlet]
+        rows.append(
+            {
+                "outlet": outlet,
+                "clusters_covered": len(lags),
+                "clusters_missed": len(clusters) - len(lags),
+                "first_reports": sum(1 for c in clusters if c["first_outlet"] == outlet),
+                "median_lag_minutes": statistics.median(lags) if lags else None,
+                "lags_minutes": lags,
+            }
+        )
+    rows.sort(key=lambda r: (-r["clusters_covered"], r["median_lag_minutes"] or 0, r["outlet"]))
+    return rows
+
+
+def _sample_cutoffs(over_time: dict[str, dict[str, int]], sample: int) -> dict[str, str | None]:
+    """For each outlet, the start of the oldest bucket (day, week, month) that its ``sample`` most recent
+    topic articles reach back to, or None when it has no more than ``sample`` in the period."""
+    cutoffs: dict[str, str | None] = {}
+    for outlet, buckets in over_time.items():
+        seen, cutoff = 0, None
+        if sum(buckets.values()) > sample:
+            for start in sorted(buckets, reverse=True):
+                seen += buckets[start]
+                cutoff = start
+                if seen >= sample:
+                    break
+        cutoffs[outlet] = cutoff
+    return cutoffs
+
+
+def _sample_body(filters: list[dict[str, Any]], cutoffs: dict[str, str | None]) -> dict[str, Any]:
+    """One query for every outlet's sample: its topic articles since its cutoff, newest first. A superset
+    by at most one bucket per outlet; :func:`_collect_samples` keeps the ``sample`` most recent. One
+    query, not one per outlet: the embedded server answers each search with a pass over the index."""
+    per_outlet = [
+        {"term": {"outlet": outlet}}
+        if cutoff is None
+        else {
+            "bool": {
+                "filter": [{"term": {"outlet": outlet}}, {"range": {"published_at": {"gte": f"{cutoff}T00:00:00Z"}}}]
+            }
+        }
+        for outlet, cutoff in cutoffs.items()
+    ]
+    return {
+        "query": {"bool": {"filter": filters, "should": per_outlet, "minimum_should_match": 1}},
+        "sort": [{"published_at": {"order": "desc"}}, {"canonical_url": {"order": "asc"}}],
+        "_source": ["outlet", "title", "body"],
+    }
+
+
+def _collect_samples(
+    es: Elasticsearch,
+    alias: str,
+    body: dict[str, Any],
+    page: dict[str, Any],
+    sample: int,
+    *,
+    progress: Progress,
+    page_size: int = PAGE,
+) -> dict[str, list[str]]:
+    """Page through the sample query (``page`` is its first page), keeping at most ``sample`` texts per
+    outlet, the most recent: pages come newest first, so an outlet's later hits are older and dropped."""
+    texts: dict[str, list[str]] = {}
+    fetched = 0
+    total = page["hits"]["total"]["value"]
+    while True:
+        hits = page["hits"]["hits"]
+        for hit in hits:
+            kept = texts.setdefault(hit["_source"]["outlet"], [])
+            if len(kept) < sample:
+                kept.append(f"{hit['_source'].get('title', '')}\n{hit['_source'].get('body', '')}")
+        fetched += len(hits)
+        progress("terms", fetched, max(total, fetched))
+        if len(hits) < page_size:
+            return texts
+        page = _search(es, alias, **body, size=page_size, search_after=hits[-1]["sort"])
+
+
+def compare_topic(
+    es: Elasticsearch,
+    alias: str,
+    profile: str,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    outlets: Sequence[str] | None = None,
+    clusters: int = TOP_CLUSTERS,
+    terms: int = TOP_TERMS,
+    sample: int = SAMPLE_PER_OUTLET,
+    prior_scale: float = PRIOR_SCALE,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Coverage of a topic (articles tagged with ``profile``) between ``since`` and ``until`` (exclusive;
+    by default the days of its first and last article), by the given ``outlets`` (default: all): articles
+    per outlet per day (week, month for long periods), each outlet's share of the topic against its share
+    of all coverage, the ``clusters`` largest story clusters with each outlet's lag and the outlets that
+    did not carry them, and each outlet's ``terms`` most distinctive terms (log-odds with an informative
+    Dirichlet prior ``prior_scale`` times as strong as the sample, on at most ``sample`` articles per outlet).
+
+    Raises:
+        NoCoverage: no article tagged with ``profile`` in the period (and outlets).
+        IndexingError: the index cannot be read.
+    """
+    report = progress or (lambda stage, done, total: None)
+    scope: list[dict[str, Any]] = [{"terms": {"outlet": list(outlets)}}] if outlets else []
+    topic_filter = {"term": {"topics": profile}}
+    steps = 3 if since and until else 4
+    if since is None or until is None:
+        report("queries", 0, steps)
+        bounds = _topic_bounds(es, alias, [topic_filter, *scope])
+        if bounds is None:
+            raise NoCoverage(f"no article tagged {profile!r} in {alias}{_scope_text(outlets)}", url=alias)
+        since = since or bounds[0].replace(hour=0, minute=0, second=0, microsecond=0)
+        until = until or bounds[1].replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    if until <= since:
+        raise NoCoverage(f"the period is empty: {_iso(since)} is not before {_iso(until)}", url=alias)
+    interval = _interval(since, until)
+    period = [*scope, {"range": {"published_at": {"gte": _iso(since), "lt": _iso(until)}}}]
+    report("queries", steps - 3, steps)
+    resp = _search(
+        es,
+        alias,
+        size=0,
+        query={"bool": {"filter": period}},
+        aggs={
+            "outlets": {"terms": {"field": "outlet", "size": MAX_OUTLETS}},
+            "topic": {
+                "filter": topic_filter,
+                "aggs": {
+                    "outlets": {
+                        "terms": {"field": "outlet", "size": MAX_OUTLETS},
+                        "aggs": {
+                            "over_time": {
+                                "date_histogram": {
+                                    "field": "published_at",
+                                    "calendar_interval": interval,
+                                    "min_doc_count": 1,
+                                }
+                            }
+                        },
+                    },
+                    "clusters": {
+                        "terms": {
+                            "field": "cluster_id",
+                            "size": clusters,
+                            "order": [{"_count": "desc"}, {"_key": "asc"}],
+                        }
+                    },
+                    "cluster_count": {"cardinality": {"field": "cluster_id"}},
+                },
+            },
+        },
+    )
+    aggs = resp["aggregations"]
+    topic_aggs = aggs["topic"]
+    if not topic_aggs["doc_count"]:
+        raise NoCoverage(
+            f"no article tagged {profile!r} in {alias} between {_iso(since)} and {_iso(until)}{_scope_text(outlets)}",
+            url=alias,
+        )
+    everything = {b["key"]: b["doc_count"] for b in aggs["outlets"]["buckets"]}
+    topic_counts = {b["key"]: b["doc_count"] for b in topic_aggs["outlets"]["buckets"]}
+    active = sorted(everything, key=lambda o: (-topic_counts.get(o, 0), -everything[o], o))
+    topic_outlets = [o for o in active if topic_counts.get(o)]
+    starts = _bucket_starts(since, until, interval)
+    over_time = {
+        b["key"]: {parse_iso(h["key_as_string"]).date().isoformat(): h["doc_count"] for h in b["over_time"]["buckets"]}
+        for b in topic_aggs["outlets"]["buckets"]
+    }
+
+    # Second round trip: the large clusters' coverage (every copy, tagged or not, in or after the period)
+    # and the first page of the term samples.
+    order = topic_aggs["clusters"]["buckets"]
+    coverage_body = {
+        "size": 0,
+        "query": {"bool": {"filter": [*scope, {"terms": {"cluster_id": [b["key"] for b in order]}}]}},
+        "aggs": {
+            "clusters": {
+                "terms": {"field": "cluster_id", "size": max(1, len(order))},
+                "aggs": {
+                    "outlets": {
+                        "terms": {"field": "outlet", "size": MAX_OUTLETS},
+                        "aggs": {
+                            "first": {
+                                "top_hits": {
+                                    "size": 1,
+                                    "sort": [{"published_at": {"order": "asc"}}],
+                                    "_source": ["published_at", "title"],
+                                }
+                            }
+                        },
+                    }
+                },
+            }
+        },
+    }
+    report("queries", steps - 2, steps)
+    cutoffs = _sample_cutoffs(over_time, sample)
+    sample_body = _sample_body([*period, topic_filter], cutoffs)
+    first_page = {**sample_body, "size": PAGE}
+    coverage, page = _msearch(es, alias, [coverage_body, first_page])
+    texts = _collect_samples(es, alias, sample_body, page, sample, progress=report)
+    report("queries", steps - 1, steps)
+    cluster_rows = _clusters(order, coverage, active)
+    term_section = _distinctive(texts, terms=terms, prior_scale=prior_scale, sample=sample, names=active)
+    report("queries", steps, steps)
+    total_topic = topic_aggs["doc_count"]
+    return {
+        "profile": profile,
+        "period": {"since": _iso(since), "until": _iso(until), "interval": interval},
+        "outlets_filter": list(outlets) if outlets else None,
+        "totals": {
+            "articles": sum(everything.values()) + aggs["outlets"].get("sum_other_doc_count", 0),
+            "topic_articles": total_topic,
+            "topic_clusters": topic_aggs["cluster_count"]["value"],
+            "outlets": len(active),
+            "outlets_covering": len(topic_outlets),
+            "articles_of_unlisted_outlets": aggs["outlets"].get("sum_other_doc_count", 0),
+        },
+        "coverage": _coverage(topic_counts, everything),
+        "over_time": {
+            "interval": interval,
+            "starts": [s.date().isoformat() for s in starts],
+            "outlets": {o: [over_time.get(o, {}).get(s.date().isoformat(), 0) for s in starts] for o in topic_outlets},
+        },
+        "clusters": cluster_rows,
+        "lag_by_outlet": _lags(cluster_rows, active),
+        "never_covered_largest": [o for o in active if all(o in c["missing"] for c in cluster_rows)]
+        if cluster_rows
+        else [],
+        "terms": term_section,
+    }
+
+
+def _scope_text(outlets: Sequence[str] | None) -> str:
+    return f" for outlets {', '.join(outlets)}" if outlets else ""
+
+
+def _distinctive(
+    texts: dict[str, list[str]], *, terms: int, prior_scale: float, sample: int, names: list[str]
+) -> dict[str, Any]:
+    # In the order of the coverage table (most topic articles first), not of the samples' arrival.
+    counts = {outlet: count_terms(texts[outlet]) for outlet in names if outlet in texts}
+    comparison = log_odds(counts, prior_scale=prior_scale)
+    alpha0 = comparison.alpha0
+    exclude = name_keys(names)
+    ranked = {
+        outlet: distinctive_terms(comparison, outlet, counts[outlet], top=terms, exclude=exclude) for outlet in counts
+    }
+    forms: dict[str, str] = {}
+    for outlet, top in ranked.items():
+        forms.update({f"{outlet}\x00{k}": v for k, v in display_forms(texts[outlet], {s.key for s in top}).items()})
+    return {
+        "method": {
+            "statistic": "log-odds ratio with an informative Dirichlet prior (Monroe, Colaresi & Quinn 2008), "
+            "each outlet against all other outlets of the topic, ranked by z",
+            "alpha0": alpha0,
+            "prior_scale": prior_scale,
+            "prior": "alpha_w = alpha0 * y_w / n: y_w the count of w in the whole topic sample, n its tokens; "
+            "alpha0 = prior_scale * n",
+            "sample_per_outlet": sample,
+            "min_docs": MIN_DOCS,
+            "min_z": MIN_Z,
+            "tokens": "normalised Arabic, clitics off, Snowball stems, stop words dropped; words and adjacent pairs",
+        },
+        "outlets": {
+            outlet: {
+                "articles_sampled": counts[outlet].articles,
+                "tokens": counts[outlet].tokens,
+                "terms": [{"term": forms.get(f"{outlet}\x00{s.key}", s.key), **s.to_dict()} for s in ranked[outlet]],
+            }
+            for outlet in counts
+        },
+    }

@@ -1,0 +1,1 @@
+"""Running the system: setting up a cluster and Kibana, Airflow standalone."""

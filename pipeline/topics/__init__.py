@@ -1,0 +1,1 @@
+"""Topic profiles: loading and matching (terms, rules, weights), drafting from a report, evaluation, re-tagging."""
