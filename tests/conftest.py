@@ -17,6 +17,7 @@ from pipeline.demo.server import SiteServer
 from pipeline.demo.site import build_site
 from pipeline.settings import Settings
 from pipeline.store.embedded import start_server, stop_group
+from pipeline.stories.cluster import prepare_index
 
 
 def wait_until(condition: Callable[[], bool], *, timeout: float = 5.0, interval: float = 0.02) -> None:
@@ -50,6 +51,13 @@ def alias(es: Elasticsearch) -> Iterator[str]:
     yield name
     for suffix in ("000001", "feeds", "seen", "alerts", "lsh", "journal"):
         es.indices.delete(index=f"{name}-{suffix}", ignore_unavailable=True)
+
+
+@pytest.fixture
+def indexed(es: Elasticsearch, alias: str) -> str:
+    """``alias`` with its template, backing index and state indices set up, as every command does first."""
+    prepare_index(es, alias)
+    return alias
 
 
 @pytest.fixture

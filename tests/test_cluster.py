@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from elasticsearch import Elasticsearch
+from factories import make_article
 from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -41,24 +42,15 @@ OTHER = [
 
 
 def article(n: int, paragraphs: Sequence[str], *, minutes: int = 0, outlet: str = "وكالة", title: str = "") -> Article:
-    body = "\n\n".join(paragraphs)
-    fp = fingerprint(body)
-    return Article(
-        url=f"https://news.example/{n}",
-        canonical_url=f"https://news.example/{n}",
-        feed_id="f",
+    return make_article(
+        f"https://news.example/{n}",
+        body="\n\n".join(paragraphs),
         outlet=outlet,
         title=title or f"عنوان {n}",
-        body=body,
-        summary="",
-        author=None,
         published_at=T0 + timedelta(minutes=minutes),
         fetched_at=T0,
-        language="ar",
         content_hash=f"h{n}",
-        word_count=len(body.split()),
-        lsh_bands=fp.bands,
-        minhash=fp.signature,
+        fingerprinted=True,
     )
 
 
@@ -108,8 +100,8 @@ def clusters_of(es: Elasticsearch, alias: str) -> dict[str, tuple[str, str | Non
     }
 
 
+@pytest.mark.usefixtures("indexed")
 def test_copies_across_runs_join_the_first_and_other_stories_stay_apart(es: Elasticsearch, alias: str) -> None:
-    index.ensure_indices(es, alias)
     wire, copy, other = article(1, WIRE), article(2, COPY, minutes=40), article(3, OTHER, minutes=20)
     run(es, alias, [wire])
     run(es, alias, [copy, other])  # a later run, as after a restart: the state is in the index
@@ -118,8 +110,8 @@ def test_copies_across_runs_join_the_first_and_other_stories_stay_apart(es: Elas
     assert got[other.id] == (other.id, None, 1)
 
 
+@pytest.mark.usefixtures("indexed")
 def test_an_earlier_copy_arriving_later_becomes_the_head(es: Elasticsearch, alias: str) -> None:
-    index.ensure_indices(es, alias)
     late, later, earliest = (
         article(1, WIRE, minutes=30),
         article(2, COPY, minutes=60),
@@ -165,10 +157,10 @@ def test_pairs_of_unrelated_articles_are_never_linked() -> None:
         assert similarity(shingles(a), shingles(b)) < 0.1
 
 
+@pytest.mark.usefixtures("indexed")
 def test_related_shows_the_cluster_in_order_with_differences_then_similar_stories(
     es: Elasticsearch, alias: str
 ) -> None:
-    index.ensure_indices(es, alias)
     update = [*WIRE, "وفي وقت لاحق ارتفعت حصيلة القتلى إلى عشرة مدنيين بينهم ثلاثة أطفال بحسب المرصد."]
     wire = article(1, WIRE, title="غارات روسية على ريف إدلب الجنوبي")
     copy = article(2, COPY, minutes=40, outlet="صحيفة", title="مقتل مدنيين بغارات روسية في ريف إدلب")
@@ -187,8 +179,8 @@ def test_related_shows_the_cluster_in_order_with_differences_then_similar_storie
     assert [s["id"] for s in data["similar"]] == [other.id]  # the other Idlib strike story, not the cluster
 
 
+@pytest.mark.usefixtures("indexed")
 def test_related_of_an_unknown_id_is_a_clear_error(es: Elasticsearch, alias: str) -> None:
-    index.ensure_indices(es, alias)
     with pytest.raises(IndexingError, match="no article with id nope"):
         related(es, alias, "nope")
 

@@ -13,12 +13,11 @@ from typing import Any
 import pytest
 import yaml
 from elasticsearch import Elasticsearch
+from factories import make_article
 
 from pipeline.records import Article
 from pipeline.settings import Settings
-from pipeline.store import index
 from pipeline.stories.cluster import index_clustered
-from pipeline.stories.fingerprint import fingerprint
 
 FIXTURES = Path(__file__).parent / "fixtures" / "clusters"
 
@@ -31,26 +30,15 @@ def load_fixtures() -> list[dict[str, Any]]:
 
 
 def to_article(item: dict[str, Any]) -> Article:
-    body = item["body"].strip()
-    fp = fingerprint(body)
-    url = f"https://fixtures.example/{item['id']}"
-    published = datetime.fromisoformat(str(item["published_at"]).replace("Z", "+00:00"))
-    return Article(
-        url=url,
-        canonical_url=url,
-        feed_id="fixtures",
+    return make_article(
+        f"https://fixtures.example/{item['id']}",
+        body=item["body"].strip(),
         outlet=item["outlet"],
         title=item["title"],
-        body=body,
-        summary="",
-        author=None,
-        published_at=published,
-        fetched_at=published,
-        language="ar",
+        published_at=datetime.fromisoformat(str(item["published_at"]).replace("Z", "+00:00")),
         content_hash=item["id"],
-        word_count=len(body.split()),
-        lsh_bands=fp.bands,
-        minhash=fp.signature,
+        feed_id="fixtures",
+        fingerprinted=True,
     )
 
 
@@ -75,8 +63,8 @@ def pairwise_scores(truth: dict[str, str], predicted: dict[str, str]) -> tuple[f
     return precision, recall
 
 
+@pytest.mark.usefixtures("indexed")
 def cluster_in_index(es: Elasticsearch, alias: str, articles: list[Article], seed: int) -> dict[str, str]:
-    index.ensure_indices(es, alias)
     order = articles[:]
     random.Random(seed).shuffle(order)
     cuts = sorted(random.Random(seed + 1).sample(range(1, len(order)), 3))

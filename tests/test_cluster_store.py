@@ -71,11 +71,11 @@ def test_sketches_of_copies_share_their_first_keys_and_merge_picks_the_earliest_
 
 
 @pytest.mark.parametrize("pause_after", ["probe", "file_articles"])
+@pytest.mark.usefixtures("indexed")
 def test_two_workers_filing_copies_of_one_story_at_once_make_one_cluster(
     es: Elasticsearch, es_url: str, alias: str, monkeypatch: pytest.MonkeyPatch, pause_after: str
 ) -> None:
     """Both workers look up (or also file) before either writes its article: the worst interleaving."""
-    index.ensure_indices(es, alias)
     first = [article(1, WIRE, minutes=10), article(3, OTHER, minutes=5)]
     second = [article(2, COPY, minutes=-20), article(4, COPY2, minutes=30, outlet="موقع")]
     barrier = threading.Barrier(2, timeout=30)
@@ -151,8 +151,8 @@ def test_a_restarted_server_and_a_new_client_see_the_same_clusters(tmp_path: Pat
     assert got[copy.id] == (wire.id, wire.id, 2) and got[other.id] == (other.id, None, 1)
 
 
+@pytest.mark.usefixtures("indexed")
 def test_an_article_taken_again_keeps_its_cluster_and_is_not_filed_twice(es: Elasticsearch, alias: str) -> None:
-    index.ensure_indices(es, alias)
     wire, copy = article(1, WIRE), article(2, COPY, minutes=40)
     run(es, alias, [wire, copy])
     before = filed_slots(es, alias, [wire, copy])
@@ -167,8 +167,8 @@ def test_an_article_taken_again_keeps_its_cluster_and_is_not_filed_twice(es: Ela
     assert_every_article_filed_once(es, alias, [updated, copy])
 
 
+@pytest.mark.usefixtures("indexed")
 def test_copies_further_apart_than_the_window_stay_apart(es: Elasticsearch, alias: str) -> None:
-    index.ensure_indices(es, alias)
     wire = article(1, WIRE)
     late = article(2, COPY, minutes=31 * 24 * 60)
     inside = article(3, COPY2, minutes=29 * 24 * 60)
@@ -203,8 +203,8 @@ def with_template(item: dict[str, Any], n: int) -> Article:
     return article(n, [a.body, *TEMPLATE], minutes=n)
 
 
+@pytest.mark.usefixtures("indexed")
 def test_a_crowded_bucket_takes_no_more_articles_and_its_members_are_still_found(es: Elasticsearch, alias: str) -> None:
-    index.ensure_indices(es, alias)
     stories: dict[str, list[dict[str, Any]]] = {}
     for item in load_fixtures():
         stories.setdefault(item["cluster"], []).append(item)
@@ -233,8 +233,8 @@ def test_a_crowded_bucket_takes_no_more_articles_and_its_members_are_still_found
     assert clusters_of(es, alias)[copy.id] == (articles[0].id, articles[0].id, 2)
 
 
+@pytest.mark.usefixtures("indexed")
 def test_a_full_bucket_is_read_no_further_than_its_last_slot(es: Elasticsearch, alias: str) -> None:
-    index.ensure_indices(es, alias)
     members = [buckets.Member(f"a{n:03d}", 1_760_000_000 + n) for n in range(buckets.CAP + 3)]
     empty = {"k1": buckets.Bucket()}
     # Workers filing at once can overfill a bucket; write the slots as they would.
@@ -257,9 +257,9 @@ def test_a_full_bucket_is_read_no_further_than_its_last_slot(es: Elasticsearch, 
     assert filed.taken["k1"] == list(range(buckets.CROWDED))
 
 
+@pytest.mark.usefixtures("indexed")
 def test_clustering_reads_and_writes_by_id_only(es: Elasticsearch, es_url: str, alias: str) -> None:
     """No search and no refresh: on the embedded server each costs seconds at 100,000 articles."""
-    index.ensure_indices(es, alias)
     run(es, alias, [article(1, WIRE, minutes=30), article(3, OTHER)])
     paths: list[str] = []
 
@@ -283,8 +283,8 @@ def test_clustering_reads_and_writes_by_id_only(es: Elasticsearch, es_url: str, 
     assert {got[a.id] for a in batch} == {(batch[1].id, batch[1].id, 3), (batch[1].id, None, 3)}
 
 
+@pytest.mark.usefixtures("indexed")
 def test_exact_texts_are_found_by_id_per_outlet_and_as_they_are_now(es: Elasticsearch, alias: str) -> None:
-    index.ensure_indices(es, alias)
     first = article(1, WIRE, outlet="وكالة")
     run(es, alias, [first])
     again = replace(article(2, WIRE, outlet="وكالة"), content_hash=first.content_hash)  # an AMP copy, say
@@ -294,8 +294,8 @@ def test_exact_texts_are_found_by_id_per_outlet_and_as_they_are_now(es: Elastics
     assert buckets.indexed_texts(es, alias, [again]) == {}
 
 
+@pytest.mark.usefixtures("indexed")
 def test_a_cluster_grown_over_several_runs_moves_whole_to_an_earlier_copy(es: Elasticsearch, alias: str) -> None:
-    index.ensure_indices(es, alias)
     copies = [article(1, WIRE), article(2, COPY, minutes=40), article(3, COPY2, minutes=50)]
     for a in copies:
         run(es, alias, [a])
@@ -309,8 +309,8 @@ def test_a_cluster_grown_over_several_runs_moves_whole_to_an_earlier_copy(es: El
     assert sorted(m.article_id for m in runs[buckets.cluster_key(earliest.id)].members) == sorted(a.id for a in copies)
 
 
+@pytest.mark.usefixtures("indexed")
 def test_an_index_from_before_the_store_is_backfilled_and_clusters_on(es: Elasticsearch, alias: str) -> None:
-    index.ensure_indices(es, alias)
     wire, copy, other = article(1, WIRE, minutes=30), article(2, COPY, minutes=40), article(3, OTHER)
     run(es, alias, [wire, copy, other])
     es.indices.delete(index=index.Names(alias).lsh)  # as an index upgraded in place has none
@@ -327,10 +327,10 @@ def test_an_index_from_before_the_store_is_backfilled_and_clusters_on(es: Elasti
     assert got[earliest.id] == (earliest.id, None, 3) and got[other.id] == (other.id, None, 1)
 
 
+@pytest.mark.usefixtures("indexed")
 def test_three_workers_taking_copies_in_any_order_agree_on_clusters_and_sizes(
     es_url: str, es: Elasticsearch, alias: str
 ) -> None:
-    index.ensure_indices(es, alias)
     wire = [
         article(n, p, minutes=m)
         for n, (p, m) in enumerate([(WIRE, 0), (COPY, 40), (COPY2, 50), (WIRE[1:], -30), (WIRE[:3], 20)])
@@ -364,10 +364,10 @@ def test_three_workers_taking_copies_in_any_order_agree_on_clusters_and_sizes(
     assert_every_article_filed_once(es, alias, wire + other)
 
 
+@pytest.mark.usefixtures("indexed")
 def test_an_index_made_before_the_bucket_store_is_filed_when_it_is_upgraded(es: Elasticsearch, alias: str) -> None:
     # An index from an earlier version: articles indexed, no bucket store. Setting it up again files them.
     first, copy = article(1, WIRE), article(2, COPY, minutes=120, outlet="صحيفة")
-    index.ensure_indices(es, alias)
     index_clustered(es, alias, [first], threshold=0.4, window_days=30)
     es.indices.refresh(index=alias)
     es.indices.delete(index=index.Names(alias).lsh)

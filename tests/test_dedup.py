@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 from datetime import UTC, datetime, timedelta
 
+from factories import make_article
+
 from pipeline.records import Article
 from pipeline.stories.dedup import drop_exact_duplicates
 
@@ -12,21 +14,10 @@ T0 = datetime(2025, 10, 3, 9, 0, tzinfo=UTC)
 
 
 def art(url: str, outlet: str, text_hash: str, minutes: int = 0) -> Article:
-    return Article(
-        url=url,
-        canonical_url=url,
-        feed_id="f",
-        outlet=outlet,
-        title="t",
-        body="b",
-        summary="",
-        author=None,
-        published_at=T0 + timedelta(minutes=minutes),
-        fetched_at=T0,
-        language="ar",
+    return make_article(
+        url, body="b", outlet=outlet, title="t", published_at=T0 + timedelta(minutes=minutes), fetched_at=T0,
         content_hash=text_hash,
-        word_count=1,
-    )
+    )  # fmt: skip
 
 
 def test_same_text_same_outlet_is_dropped_but_other_outlets_keep_theirs() -> None:

@@ -13,9 +13,8 @@ from pipeline.store import index
 
 
 @pytest.fixture
-def ready(es: Elasticsearch, alias: str) -> str:
-    index.ensure_indices(es, alias)
-    return alias
+def ready(indexed: str) -> str:
+    return indexed
 
 
 def _doc(n: int, outlet: str, day: int, cluster: str, score: float) -> dict[str, object]:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from factories import make_article
 
 from pipeline.records import Article
 from pipeline.settings import Settings
@@ -20,18 +21,16 @@ WHEN = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
 
 
 def article(n: int) -> Article:
-    return Article(
-        url=f"https://example.org/a/{n}?utm_source=x",
+    return make_article(
+        f"https://example.org/a/{n}?utm_source=x",
         canonical_url=f"https://example.org/a/{n}",
         feed_id="feed-a",
         outlet="الصحيفة",
         title=f"عنوان الخبر رقم {n} عن «الأسد» & <b>",
         body="فقرة أولى.\n\nفقرة ثانية عن موسكو وطهران.",
         summary="ملخص",
-        author=None,
         published_at=WHEN,
         fetched_at=WHEN + timedelta(minutes=5),
-        language="ar",
         content_hash=f"h{n}",
         word_count=9,
         topics=("iran-russia-assad",),
