@@ -29,7 +29,7 @@ import yaml  # type: ignore[import-untyped, unused-ignore]
 
 from pipeline.arabic.normalize import normalize_text
 from pipeline.settings import PROJECT_ROOT
-from pipeline.topics.evaluate import LabelledReport, evaluate_profile, load_labelled
+from pipeline.topics.evaluate import Confusion, LabelledReport, evaluate_profile, load_labelled
 from pipeline.topics.profiles import Profile, explain, load_profile, match_profile, tag_article
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "topics"
@@ -67,33 +67,12 @@ class Example:
     on: bool
 
 
-@dataclass(frozen=True, slots=True)
-class Figures:
-    true_positive: int
-    false_positive: int
-    false_negative: int
-    true_negative: int
-
-    @property
-    def precision(self) -> float:
-        found = self.true_positive + self.false_positive
-        return self.true_positive / found if found else 0.0
-
-    @property
-    def recall(self) -> float:
-        wanted = self.true_positive + self.false_negative
-        return self.true_positive / wanted if wanted else 0.0
-
-    @property
-    def f1(self) -> float:
-        total = self.precision + self.recall
-        return 2 * self.precision * self.recall / total if total else 0.0
-
-    def line(self, name: str) -> str:
-        return (
-            f"{name}: precision {self.precision:.3f}, recall {self.recall:.3f}, F1 {self.f1:.3f} "
-            f"(TP {self.true_positive}, FP {self.false_positive}, FN {self.false_negative}, TN {self.true_negative})"
-        )
+def line(name: str, figures: Confusion) -> str:
+    return (
+        f"{name}: precision {figures.precision:.3f}, recall {figures.recall:.3f}, F1 {figures.f1:.3f} "
+        f"(TP {figures.true_positive}, FP {figures.false_positive}, FN {figures.false_negative}, "
+        f"TN {figures.true_negative})"
+    )
 
 
 def _label(value: Any, where: str) -> bool:
@@ -124,9 +103,9 @@ def load_examples() -> list[Example]:
     return examples
 
 
-def figures(examples: list[Example], predicted: list[bool]) -> Figures:
+def figures(examples: list[Example], predicted: list[bool]) -> Confusion:
     pairs = Counter((example.on, guess) for example, guess in zip(examples, predicted, strict=True))
-    return Figures(pairs[True, True], pairs[False, True], pairs[True, False], pairs[False, False])
+    return Confusion(pairs[True, True], pairs[False, True], pairs[True, False], pairs[False, False])
 
 
 def profile_predictions(profile: Profile, examples: list[Example]) -> list[bool]:
@@ -169,9 +148,9 @@ def test_seed_profile_beats_the_threshold_and_the_baseline(examples: list[Exampl
     report = "\n".join(
         [
             f"{len(examples)} articles ({sum(ex.on for ex in examples)} on-topic)",
-            mine.line(f"profile {profile.id} (tag ≥ {profile.tag_threshold})"),
+            line(f"profile {profile.id} (tag ≥ {profile.tag_threshold})", mine),
             f"  errors: {mistakes(examples, ours)}",
-            base.line("baseline (any of the 10 heaviest terms)"),
+            line("baseline (any of the 10 heaviest terms)", base),
             f"  errors: {mistakes(examples, naive)}",
         ]
     )
