@@ -35,7 +35,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bench_cluster import sentence_pool  # noqa: E402
-from pipeline.analysis.compare import compare_topic  # noqa: E402
+from pipeline.analysis.topic import compare_topic  # noqa: E402
 from pipeline.arabic.normalize import normalize_for_hash  # noqa: E402
 from pipeline.records import Article, doc_id  # noqa: E402
 from pipeline.settings import PROJECT_ROOT, Settings  # noqa: E402

@@ -15,8 +15,8 @@ import pytest
 import yaml
 from elasticsearch import Elasticsearch
 
-from pipeline.analysis import compare
-from pipeline.analysis.compare import NoCoverage, compare_story, compare_topic, format_lag, parse_when
+from pipeline.analysis import topic as topic_module
+from pipeline.analysis.story import NoCoverage, compare_story, format_lag
 from pipeline.analysis.terms import (
     TermCounts,
     _terms_of,
@@ -25,6 +25,7 @@ from pipeline.analysis.terms import (
     distinctive_terms,
     log_odds,
 )
+from pipeline.analysis.topic import compare_topic, parse_when
 from pipeline.arabic.normalize import normalize_for_hash, normalize_text, word_count
 from pipeline.records import Article
 from pipeline.store import index
@@ -439,11 +440,11 @@ def test_a_small_sample_is_each_outlets_most_recent_articles(
     # Which three: one query for all outlets, cut at the day that reaches back three articles, paged
     # (two hits a page here), and trimmed to three per outlet, newest first.
     over_time = {topic["A"]: {"2025-03-01": 2, "2025-03-04": 1, "2025-03-05": 1, "2025-03-06": 1}, topic["D"]: {"x": 2}}
-    cutoffs = compare._sample_cutoffs(over_time, 3)
+    cutoffs = topic_module._sample_cutoffs(over_time, 3)
     assert cutoffs == {topic["A"]: "2025-03-04", topic["D"]: None}
-    body = compare._sample_body([{"term": {"topics": PROFILE}}], cutoffs)
+    body = topic_module._sample_body([{"term": {"topics": PROFILE}}], cutoffs)
     first = es.search(index=alias, **body, size=2)
-    texts = compare._collect_samples(es, alias, body, first, 3, progress=lambda *a: None, page_size=2)
+    texts = topic_module._collect_samples(es, alias, body, first, 3, progress=lambda *a: None, page_size=2)
     titles = {o: [t.split("\n")[0] for t in ts] for o, ts in texts.items()}
     assert titles == {
         topic["A"]: [

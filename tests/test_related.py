@@ -1,14 +1,57 @@
 """`related`: an article's story cluster in order of publication with what each version changed, then
-similar stories; and its `--json`, a contract (see tests/test_compare_json.py)."""
+similar stories; the sentence diff behind it; and its `--json`, a contract (see tests/test_compare_json.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from cli_runner import cli
 from elasticsearch import Elasticsearch
+from test_cluster import COPY, OTHER, WIRE, article, run
 from test_compare import make_article, story_articles, write
 from test_compare_json import check_contract
+
+from pipeline.analysis.story import diff_sentences, related
+from pipeline.errors import IndexingError
+from pipeline.store import index
+
+
+def test_related_shows_the_cluster_in_order_with_differences_then_similar_stories(
+    es: Elasticsearch, alias: str
+) -> None:
+    index.ensure_indices(es, alias)
+    update = [*WIRE, "وفي وقت لاحق ارتفعت حصيلة القتلى إلى عشرة مدنيين بينهم ثلاثة أطفال بحسب المرصد."]
+    wire = article(1, WIRE, title="غارات روسية على ريف إدلب الجنوبي")
+    copy = article(2, COPY, minutes=40, outlet="صحيفة", title="مقتل مدنيين بغارات روسية في ريف إدلب")
+    other = article(3, OTHER, title="مقاتلات روسية تقصف أطراف جسر الشغور في ريف إدلب")
+    later = article(4, update, minutes=90, outlet="موقع", title="ارتفاع حصيلة الغارات الروسية على إدلب")
+    unrelated = article(5, ["ارتفعت أسعار الذهب في الأسواق المحلية مع تراجع سعر صرف العملة."] * 3, title="الذهب يرتفع")
+    run(es, alias, [copy, wire, other, later, unrelated])
+    data = related(es, alias, copy.id)
+    assert [m["id"] for m in data["cluster"]] == [wire.id, copy.id, later.id]
+    assert [m["lag_minutes"] for m in data["cluster"]] == [0, 40, 90]
+    assert data["cluster"][1]["is_this"] and data["cluster"][0]["diff"] is None
+    dropped = data["cluster"][1]["diff"]
+    assert dropped["removed"] == [WIRE[3]] and dropped["added"] == []
+    assert dropped["reworded"] == [{"first": WIRE[1], "this": COPY[1]}]  # "سبعة" became "٧"
+    assert data["cluster"][2]["diff"]["added"] == [update[-1]]
+    assert [s["id"] for s in data["similar"]] == [other.id]  # the other Idlib strike story, not the cluster
+
+
+def test_related_of_an_unknown_id_is_a_clear_error(es: Elasticsearch, alias: str) -> None:
+    index.ensure_indices(es, alias)
+    with pytest.raises(IndexingError, match="no article with id nope"):
+        related(es, alias, "nope")
+
+
+def test_sentence_diff_ignores_spelling_and_sees_rewording() -> None:
+    diff = diff_sentences(
+        "قال الوزير إنّ الاتفاق نهائي. وأكد أن التنفيذ يبدأ غداً في العاصمة. وشكر الوسطاء.",
+        "قال الوزير ان الاتفاق نهائي. واكد الوزير ان التنفيذ يبدأ غدا في العاصمة. ودعا إلى التهدئة.",
+    )
+    assert diff.added == ["ودعا إلى التهدئة."] and diff.removed == ["وشكر الوسطاء."]
+    assert diff.reworded == [("وأكد أن التنفيذ يبدأ غداً في العاصمة.", "واكد الوزير ان التنفيذ يبدأ غدا في العاصمة.")]
 
 
 def test_related_json_is_unchanged(es: Elasticsearch, es_url: str, alias: str, tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ import plotly.io as pio  # type: ignore[import-untyped, unused-ignore]
 from plotly.offline import get_plotlyjs  # type: ignore[import-untyped, unused-ignore]
 from plotly.subplots import make_subplots  # type: ignore[import-untyped, unused-ignore]
 
-from pipeline.analysis.compare import format_lag
+from pipeline.analysis.story import format_lag
 
 __all__ = ["story_html", "topic_html"]
 

@@ -11,18 +11,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from pipeline import log
-from pipeline.analysis.compare import (
-    SAMPLE_PER_OUTLET,
-    STORY_WINDOW_HOURS,
-    TOP_CLUSTERS,
-    TOP_TERMS,
-    NoCoverage,
-    compare_story,
-    compare_topic,
-    format_lag,
-    parse_when,
-)
+from pipeline.analysis.story import STORY_WINDOW_HOURS, NoCoverage, compare_story, format_lag
 from pipeline.analysis.terms import PRIOR_SCALE
+from pipeline.analysis.topic import SAMPLE_PER_OUTLET, TOP_CLUSTERS, TOP_TERMS, compare_topic, parse_when
 from pipeline.cli.common import (
     DataOpt,
     EsUrlOpt,

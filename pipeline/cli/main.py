@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from pipeline import log
-from pipeline.analysis.related import related
+from pipeline.analysis.story import related
 from pipeline.cli import alerts, compare, profile, setup
 from pipeline.cli.common import (
     DataOpt,

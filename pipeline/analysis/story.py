@@ -1,22 +1,55 @@
-"""Related coverage of one article: its story cluster (who carried it, when, and how each version's
-text differs from the first), then similar stories outside the cluster."""
+"""One story's coverage (issue #9): its versions in order of publication, how each version's text differs
+from the first, who carried it and who did not (:func:`compare_story`), and an article's cluster with
+similar stories outside it (:func:`related`)."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from elasticsearch import Elasticsearch
 
 from pipeline.arabic.normalize import normalize_for_hash
-from pipeline.records import parse_iso
+from pipeline.errors import IndexingError
+from pipeline.records import iso, parse_iso
 from pipeline.store import index
 from pipeline.store.es import translated
 
+STORY_WINDOW_HOURS = 48
+MAX_VERSIONS = 500
+MAX_OUTLETS = 1000  # terms buckets for outlets; a topic counts the rest in articles_of_unlisted_outlets
 # Sentence ends: Latin and Arabic full stops, question and exclamation marks, semicolons, line breaks.
 _SENTENCE_END = re.compile(r"(?<=[.!?؟؛۔])\s+|\n+")
 REWORDED = 0.5  # word overlap above which two sentences are one sentence reworded
+
+
+class NoCoverage(IndexingError):
+    """Nothing in the index to compare: no such article or cluster, no article tagged with the profile."""
+
+
+LAG_WORDS = ("first", "min", "h", "d")  # the first report; minutes, hours, days
+
+
+def format_lag(minutes: float | None, words: tuple[str, str, str, str] = LAG_WORDS) -> str:
+    """``first``, ``+25 min``, ``+3 h 10 min``, ``+2 d 4 h``; empty when not covered. ``words`` gives
+    the first report's name and the units (the HTML report uses Arabic ones)."""
+    if minutes is None:
+        return ""
+    first, mins, hrs, days_ = words
+    m = round(minutes)
+    if m == 0:
+        return first
+    if m < 60:
+        return f"+{m} {mins}"
+    if m < 48 * 60:
+        return f"+{m // 60} {hrs} {m % 60} {mins}" if m % 60 else f"+{m // 60} {hrs}"
+    days, hours = m // 1440, m % 1440 // 60
+    return f"+{days} {days_} {hours} {hrs}" if hours else f"+{days} {days_}"
+
+
+# --- what a version changed -----------------------------------------------------------------------
 
 
 def sentences(text: str) -> list[str]:
@@ -67,6 +100,8 @@ def diff_sentences(first: str, other: str) -> TextDiff:
             removed.append(s)
     return TextDiff(added=unmatched_b, removed=removed, reworded=reworded)
 
+
+# --- a story's versions ---------------------------------------------------------------------------
 
 _FIELDS = ["title", "outlet", "url", "published_at", "cluster_id", "duplicate_of", "cluster_size", "body", "feed_id"]
 
@@ -160,3 +195,73 @@ def _without_title(body: str, title: str) -> str:
     """The body without a first line repeating the headline (some pages put the <h1> in the article)."""
     first, _, rest = body.partition("\n")
     return rest.lstrip() if normalize_for_hash(first) == normalize_for_hash(title) else body
+
+
+# --- who carried a story --------------------------------------------------------------------------
+
+
+def compare_story(es: Elasticsearch, alias: str, ref: str, *, window_hours: int = STORY_WINDOW_HOURS) -> dict[str, Any]:
+    """One story cluster, given an article id or a cluster id: its versions in order of publication (lag
+    behind the first, headline, sentences added to, dropped from or reworded against the first), each
+    outlet's first version, and the outlets that published other articles within ``window_hours`` of the
+    first report but did not carry the story.
+
+    Raises:
+        NoCoverage: no article and no cluster with that id.
+        IndexingError: the index cannot be read.
+    """
+    with translated(f"searching {alias}", url=alias):
+        hits = es.search(
+            index=alias,
+            size=1,
+            query={"bool": {"should": [{"ids": {"values": [ref]}}, {"term": {"cluster_id": ref}}]}},
+            source_includes=["cluster_id"],
+        )["hits"]["hits"]
+    if not hits:
+        raise NoCoverage(f"no article or story cluster with id {ref} in {alias}", url=alias)
+    # The hit is the article itself, or (when ref is a cluster id) one of its members.
+    is_article = hits[0]["_id"] == ref
+    cluster_id = (hits[0]["_source"].get("cluster_id") or ref) if is_article else ref
+    versions = story_versions(es, alias, cluster_id, this_id=ref if is_article else None, limit=MAX_VERSIONS)
+    first = versions[0]
+    outlets: dict[str, dict[str, Any]] = {}
+    for version in versions:
+        entry = outlets.setdefault(
+            version["outlet"],
+            {
+                "outlet": version["outlet"],
+                "first_at": version["published_at"],
+                "lag_minutes": version["lag_minutes"],
+                "versions": 0,
+            },
+        )
+        entry["versions"] += 1
+    start = parse_iso(first["published_at"])
+    within = {"gte": iso(start), "lt": iso(start + timedelta(hours=window_hours))}
+    with translated(f"searching {alias}", url=alias):
+        window = es.search(
+            index=alias,
+            size=0,
+            query={
+                "bool": {
+                    "filter": [{"range": {"published_at": within}}],
+                    "must_not": [{"term": {"cluster_id": cluster_id}}],
+                }
+            },
+            aggs={"outlets": {"terms": {"field": "outlet", "size": MAX_OUTLETS}}},
+        )
+    silent = [
+        {"outlet": b["key"], "articles_in_window": b["doc_count"]}
+        for b in window["aggregations"]["outlets"]["buckets"]
+        if b["key"] not in outlets
+    ]
+    return {
+        "query": ref,
+        "cluster_id": cluster_id,
+        "first": {"outlet": first["outlet"], "published_at": first["published_at"], "title": first["title"]},
+        "versions": versions,
+        "outlets": list(outlets.values()),
+        "not_carried_by": sorted(silent, key=lambda s: (-s["articles_in_window"], s["outlet"])),
+        "window_hours": window_hours,
+        "truncated": len(versions) >= MAX_VERSIONS,
+    }

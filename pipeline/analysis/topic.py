@@ -1,5 +1,6 @@
-"""How outlets covered one story or a whole topic (issue #9): who reported first, who carried it and who
-ignored it, what each version added or dropped, and which words each outlet prefers.
+"""How outlets covered a whole topic (issue #9): articles per outlet over time, each outlet's share of
+the topic against its share of everything, who reported the largest stories first and who ignored
+them, and which words each outlet prefers. One story's coverage is :mod:`pipeline.analysis.story`.
 
 Every figure except the distinctive terms comes from Elasticsearch aggregations, so the cost does not
 grow with what has to be held in memory: ``compare_topic`` makes one search with several aggregations
@@ -19,7 +20,7 @@ from typing import Any
 
 from elasticsearch import Elasticsearch
 
-from pipeline.analysis.related import story_versions
+from pipeline.analysis.story import MAX_OUTLETS, NoCoverage
 from pipeline.analysis.terms import (
     MIN_DOCS,
     MIN_Z,
@@ -35,29 +36,20 @@ from pipeline.records import parse_iso
 from pipeline.store.es import translated
 
 __all__ = [
-    "NoCoverage",
     "SAMPLE_PER_OUTLET",
     "TOP_CLUSTERS",
-    "compare_story",
+    "TOP_TERMS",
     "compare_topic",
-    "format_lag",
     "parse_when",
 ]
 
 SAMPLE_PER_OUTLET = 2000  # articles per outlet read for the terms statistic, the most recent first
 TOP_CLUSTERS = 20
 TOP_TERMS = 10
-STORY_WINDOW_HOURS = 48
-MAX_OUTLETS = 1000  # terms buckets for outlets; more are counted in "other_outlets"
-MAX_VERSIONS = 500
 PAGE = 10_000  # hits per page of the term samples (the most a search may return)
 Z_SIGNIFICANT = 1.96
 
 Progress = Callable[[str, int, int], None]
-
-
-class NoCoverage(IndexingError):
-    """Nothing in the index to compare: no such article or cluster, no article tagged with the profile."""
 
 
 def parse_when(value: str, *, end: bool = False) -> datetime:
@@ -72,26 +64,6 @@ def parse_when(value: str, *, end: bool = False) -> datetime:
     if end and len(text) == 10:
         when += timedelta(days=1)
     return when
-
-
-LAG_WORDS = ("first", "min", "h", "d")  # the first report; minutes, hours, days
-
-
-def format_lag(minutes: float | None, words: tuple[str, str, str, str] = LAG_WORDS) -> str:
-    """``first``, ``+25 min``, ``+3 h 10 min``, ``+2 d 4 h``; empty when not covered. ``words`` gives
-    the first report's name and the units (the HTML report uses Arabic ones)."""
-    if minutes is None:
-        return ""
-    first, mins, hrs, days_ = words
-    m = round(minutes)
-    if m == 0:
-        return first
-    if m < 60:
-        return f"+{m} {mins}"
-    if m < 48 * 60:
-        return f"+{m // 60} {hrs} {m % 60} {mins}" if m % 60 else f"+{m // 60} {hrs}"
-    days, hours = m // 1440, m % 1440 // 60
-    return f"+{days} {days_} {hours} {hrs}" if hours else f"+{days} {days_}"
 
 
 def _iso(when: datetime) -> str:
@@ -115,77 +87,6 @@ def _msearch(es: Elasticsearch, alias: str, bodies: Sequence[dict[str, Any]]) ->
         if "error" in response:
             raise IndexingError(f"search in {alias} failed: {response['error']}", url=alias)
     return [dict(r) for r in responses]
-
-
-# --- one story ------------------------------------------------------------------------------------
-
-
-def compare_story(es: Elasticsearch, alias: str, ref: str, *, window_hours: int = STORY_WINDOW_HOURS) -> dict[str, Any]:
-    """One story cluster, given an article id or a cluster id: its versions in order of publication (lag
-    behind the first, headline, sentences added to, dropped from or reworded against the first), each
-    outlet's first version, and the outlets that published other articles within ``window_hours`` of the
-    first report but did not carry the story.
-
-    Raises:
-        NoCoverage: no article and no cluster with that id.
-        IndexingError: the index cannot be read.
-    """
-    hits = _search(
-        es,
-        alias,
-        size=1,
-        query={"bool": {"should": [{"ids": {"values": [ref]}}, {"term": {"cluster_id": ref}}]}},
-        source_includes=["cluster_id"],
-    )["hits"]["hits"]
-    if not hits:
-        raise NoCoverage(f"no article or story cluster with id {ref} in {alias}", url=alias)
-    # The hit is the article itself, or (when ref is a cluster id) one of its members.
-    is_article = hits[0]["_id"] == ref
-    cluster_id = (hits[0]["_source"].get("cluster_id") or ref) if is_article else ref
-    versions = story_versions(es, alias, cluster_id, this_id=ref if is_article else None, limit=MAX_VERSIONS)
-    first = versions[0]
-    outlets: dict[str, dict[str, Any]] = {}
-    for version in versions:
-        entry = outlets.setdefault(
-            version["outlet"],
-            {
-                "outlet": version["outlet"],
-                "first_at": version["published_at"],
-                "lag_minutes": version["lag_minutes"],
-                "versions": 0,
-            },
-        )
-        entry["versions"] += 1
-    start = parse_iso(first["published_at"])
-    window = _search(
-        es,
-        alias,
-        size=0,
-        query={
-            "bool": {
-                "filter": [
-                    {"range": {"published_at": {"gte": _iso(start), "lt": _iso(start + timedelta(hours=window_hours))}}}
-                ],
-                "must_not": [{"term": {"cluster_id": cluster_id}}],
-            }
-        },
-        aggs={"outlets": {"terms": {"field": "outlet", "size": MAX_OUTLETS}}},
-    )
-    silent = [
-        {"outlet": b["key"], "articles_in_window": b["doc_count"]}
-        for b in window["aggregations"]["outlets"]["buckets"]
-        if b["key"] not in outlets
-    ]
-    return {
-        "query": ref,
-        "cluster_id": cluster_id,
-        "first": {"outlet": first["outlet"], "published_at": first["published_at"], "title": first["title"]},
-        "versions": versions,
-        "outlets": list(outlets.values()),
-        "not_carried_by": sorted(silent, key=lambda s: (-s["articles_in_window"], s["outlet"])),
-        "window_hours": window_hours,
-        "truncated": len(versions) >= MAX_VERSIONS,
-    }
 
 
 # --- a topic --------------------------------------------------------------------------------------
