@@ -12,7 +12,7 @@ from test_cluster import COPY, OTHER, WIRE, article, run
 from test_compare import make_article, story_articles, write
 from test_compare_json import check_contract
 
-from pipeline.analysis.story import diff_sentences, related
+from pipeline.analysis.story import Reworded, TextDiff, diff_sentences, related
 from pipeline.errors import IndexingError
 from pipeline.store import index
 
@@ -29,14 +29,13 @@ def test_related_shows_the_cluster_in_order_with_differences_then_similar_storie
     unrelated = article(5, ["ارتفعت أسعار الذهب في الأسواق المحلية مع تراجع سعر صرف العملة."] * 3, title="الذهب يرتفع")
     run(es, alias, [copy, wire, other, later, unrelated])
     data = related(es, alias, copy.id)
-    assert [m["id"] for m in data["cluster"]] == [wire.id, copy.id, later.id]
-    assert [m["lag_minutes"] for m in data["cluster"]] == [0, 40, 90]
-    assert data["cluster"][1]["is_this"] and data["cluster"][0]["diff"] is None
-    dropped = data["cluster"][1]["diff"]
-    assert dropped["removed"] == [WIRE[3]] and dropped["added"] == []
-    assert dropped["reworded"] == [{"first": WIRE[1], "this": COPY[1]}]  # "سبعة" became "٧"
-    assert data["cluster"][2]["diff"]["added"] == [update[-1]]
-    assert [s["id"] for s in data["similar"]] == [other.id]  # the other Idlib strike story, not the cluster
+    assert [m.id for m in data.cluster] == [wire.id, copy.id, later.id]
+    assert [m.lag_minutes for m in data.cluster] == [0, 40, 90]
+    assert data.cluster[1].is_this and data.cluster[0].diff is None
+    # "سبعة" became "٧": one sentence reworded, the last one dropped; the later version added one.
+    assert data.cluster[1].diff == TextDiff(added=[], removed=[WIRE[3]], reworded=[Reworded(WIRE[1], COPY[1])])
+    assert data.cluster[2].diff == TextDiff(added=[update[-1]])
+    assert [s.id for s in data.similar] == [other.id]  # the other Idlib strike story, not the cluster
 
 
 def test_related_of_an_unknown_id_is_a_clear_error(es: Elasticsearch, alias: str) -> None:
@@ -51,7 +50,12 @@ def test_sentence_diff_ignores_spelling_and_sees_rewording() -> None:
         "قال الوزير ان الاتفاق نهائي. واكد الوزير ان التنفيذ يبدأ غدا في العاصمة. ودعا إلى التهدئة.",
     )
     assert diff.added == ["ودعا إلى التهدئة."] and diff.removed == ["وشكر الوسطاء."]
-    assert diff.reworded == [("وأكد أن التنفيذ يبدأ غداً في العاصمة.", "واكد الوزير ان التنفيذ يبدأ غدا في العاصمة.")]
+    assert diff.reworded == [
+        Reworded(first="وأكد أن التنفيذ يبدأ غداً في العاصمة.", this="واكد الوزير ان التنفيذ يبدأ غدا في العاصمة.")
+    ]
+    assert diff.to_dict()["reworded"] == [
+        {"first": "وأكد أن التنفيذ يبدأ غداً في العاصمة.", "this": "واكد الوزير ان التنفيذ يبدأ غدا في العاصمة."}
+    ]
 
 
 def test_related_json_is_unchanged(es: Elasticsearch, es_url: str, alias: str, tmp_path: Path) -> None:
