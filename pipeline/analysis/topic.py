@@ -266,7 +266,7 @@ class TopicComparison:
         return asdict(self)
 
 
-# --- the figures ---------------------------------------------------------------------------------
+# --- the figures ----------------------------------------------------------------------------------
 
 
 def _interval(since: datetime, until: datetime) -> Interval:
