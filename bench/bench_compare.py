@@ -35,7 +35,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bench_cluster import sentence_pool  # noqa: E402
-from pipeline.analysis.compare import compare_topic  # noqa: E402
+from pipeline.analysis.topic import TopicComparison, compare_topic  # noqa: E402
 from pipeline.arabic.normalize import normalize_for_hash  # noqa: E402
 from pipeline.records import Article, doc_id  # noqa: E402
 from pipeline.settings import PROJECT_ROOT, Settings  # noqa: E402
@@ -150,7 +150,7 @@ def group_rss_mb(pgid: int) -> float:
     return total
 
 
-def timed_compare(es: Any, sample: int) -> tuple[float, dict[str, float], dict[str, Any]]:
+def timed_compare(es: Any, sample: int) -> tuple[float, dict[str, float], TopicComparison]:
     marks: list[tuple[str, int, float]] = []
     t = time.perf_counter()
     data = compare_topic(
@@ -220,12 +220,12 @@ def main() -> None:
             check=True,
         )
         cli_s = time.perf_counter() - t
-        assert json.loads(cli.stdout)["totals"] == data["totals"]
-        top = {o: [t["term"] for t in e["terms"][:5]] for o, e in data["terms"]["outlets"].items()}
+        assert json.loads(cli.stdout)["totals"] == data.to_dict()["totals"]
+        top = {o: [t.term for t in e.terms[:5]] for o, e in data.terms.outlets.items()}
         hits = {
             OUTLETS[o][0]: all(any(_same(p, t) for t in top[OUTLETS[o][0]]) for p in ps) for o, ps in PLANTED.items()
         }
-        sampled = sum(e["articles_sampled"] for e in data["terms"]["outlets"].values())
+        sampled = sum(e.articles_sampled for e in data.terms.outlets.values())
         print(f"articles in the index:             {total:,} ({tagged:,} on the topic, ", end="")
         print(f"{len(OUTLETS)} outlets, {DAYS} days)")
         print(f"generating them:                   {build_s:.1f} s")
@@ -240,7 +240,7 @@ def main() -> None:
         print(f"compare topic --json --html (CLI): {cli_s:.1f} s, report {page.stat().st_size / 1e6:.1f} MB")
         print(
             f"term sample:                       {sampled:,} articles (≤ {args.sample} per outlet), alpha0 "
-            f"{data['terms']['method']['alpha0']:,.0f}"
+            f"{data.terms.method.alpha0:,.0f}"
         )
         print(f"planted terms in their outlet's top 5: {hits}")
         for outlet, terms in top.items():

@@ -14,8 +14,6 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from pipeline.analysis.related import diff_sentences, related
-from pipeline.errors import IndexingError
 from pipeline.records import Article
 from pipeline.store import index
 from pipeline.stories.cluster import index_clustered
@@ -155,40 +153,3 @@ def test_pairs_of_unrelated_articles_are_never_linked() -> None:
     texts = ["\n".join(p) for p in (WIRE, OTHER)]
     for a, b in itertools.combinations(texts, 2):
         assert similarity(shingles(a), shingles(b)) < 0.1
-
-
-@pytest.mark.usefixtures("indexed")
-def test_related_shows_the_cluster_in_order_with_differences_then_similar_stories(
-    es: Elasticsearch, alias: str
-) -> None:
-    update = [*WIRE, "وفي وقت لاحق ارتفعت حصيلة القتلى إلى عشرة مدنيين بينهم ثلاثة أطفال بحسب المرصد."]
-    wire = article(1, WIRE, title="غارات روسية على ريف إدلب الجنوبي")
-    copy = article(2, COPY, minutes=40, outlet="صحيفة", title="مقتل مدنيين بغارات روسية في ريف إدلب")
-    other = article(3, OTHER, title="مقاتلات روسية تقصف أطراف جسر الشغور في ريف إدلب")
-    later = article(4, update, minutes=90, outlet="موقع", title="ارتفاع حصيلة الغارات الروسية على إدلب")
-    unrelated = article(5, ["ارتفعت أسعار الذهب في الأسواق المحلية مع تراجع سعر صرف العملة."] * 3, title="الذهب يرتفع")
-    run(es, alias, [copy, wire, other, later, unrelated])
-    data = related(es, alias, copy.id)
-    assert [m["id"] for m in data["cluster"]] == [wire.id, copy.id, later.id]
-    assert [m["lag_minutes"] for m in data["cluster"]] == [0, 40, 90]
-    assert data["cluster"][1]["is_this"] and data["cluster"][0]["diff"] is None
-    dropped = data["cluster"][1]["diff"]
-    assert dropped["removed"] == [WIRE[3]] and dropped["added"] == []
-    assert dropped["reworded"] == [{"first": WIRE[1], "this": COPY[1]}]  # "سبعة" became "٧"
-    assert data["cluster"][2]["diff"]["added"] == [update[-1]]
-    assert [s["id"] for s in data["similar"]] == [other.id]  # the other Idlib strike story, not the cluster
-
-
-@pytest.mark.usefixtures("indexed")
-def test_related_of_an_unknown_id_is_a_clear_error(es: Elasticsearch, alias: str) -> None:
-    with pytest.raises(IndexingError, match="no article with id nope"):
-        related(es, alias, "nope")
-
-
-def test_sentence_diff_ignores_spelling_and_sees_rewording() -> None:
-    diff = diff_sentences(
-        "قال الوزير إنّ الاتفاق نهائي. وأكد أن التنفيذ يبدأ غداً في العاصمة. وشكر الوسطاء.",
-        "قال الوزير ان الاتفاق نهائي. واكد الوزير ان التنفيذ يبدأ غدا في العاصمة. ودعا إلى التهدئة.",
-    )
-    assert diff.added == ["ودعا إلى التهدئة."] and diff.removed == ["وشكر الوسطاء."]
-    assert diff.reworded == [("وأكد أن التنفيذ يبدأ غداً في العاصمة.", "واكد الوزير ان التنفيذ يبدأ غدا في العاصمة.")]

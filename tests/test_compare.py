@@ -15,8 +15,8 @@ import pytest
 import yaml
 from elasticsearch import Elasticsearch
 
-from pipeline.analysis import compare
-from pipeline.analysis.compare import NoCoverage, compare_story, compare_topic, format_lag, parse_when
+from pipeline.analysis import topic as topic_module
+from pipeline.analysis.story import FirstReport, NoCoverage, compare_story, format_lag
 from pipeline.analysis.terms import (
     TermCounts,
     _terms_of,
@@ -25,6 +25,7 @@ from pipeline.analysis.terms import (
     distinctive_terms,
     log_odds,
 )
+from pipeline.analysis.topic import Period, compare_topic, parse_when
 from pipeline.arabic.normalize import normalize_for_hash, normalize_text, word_count
 from pipeline.records import Article
 from pipeline.store import index
@@ -127,31 +128,32 @@ def test_story_lists_outlets_in_order_with_lags_and_edits(
     expected = spec["expected"]
     sentence = spec["sentences"]
     data = compare_story(es, alias, versions["third"].id)
-    assert data["cluster_id"] == versions["first"].id
-    assert [v["id"] for v in data["versions"]] == [versions[k].id for k in expected["order"]]
-    assert [v["lag_minutes"] for v in data["versions"]] == expected["lag_minutes"]
-    assert [v["outlet"] for v in data["versions"]] == [versions[k].outlet for k in expected["order"]]
-    assert [v["title"] for v in data["versions"]] == [versions[k].title for k in expected["order"]]
-    assert [v["is_this"] for v in data["versions"]] == [k == "third" for k in expected["order"]]
-    assert data["versions"][0]["diff"] is None
-    for key, version in zip(expected["order"][1:], data["versions"][1:], strict=True):
-        diff = version["diff"]
-        assert diff["added"] == expected["added"][key], key
+    assert data.cluster_id == versions["first"].id
+    assert [v.id for v in data.versions] == [versions[k].id for k in expected["order"]]
+    assert [v.lag_minutes for v in data.versions] == expected["lag_minutes"]
+    assert [v.outlet for v in data.versions] == [versions[k].outlet for k in expected["order"]]
+    assert [v.title for v in data.versions] == [versions[k].title for k in expected["order"]]
+    assert [v.is_this for v in data.versions] == [k == "third" for k in expected["order"]]
+    assert data.versions[0].diff is None
+    for key, version in zip(expected["order"][1:], data.versions[1:], strict=True):
+        diff = version.diff
+        assert diff is not None
+        assert diff.added == expected["added"][key], key
         # Dropped sentences are reported as the first version wrote them.
-        assert diff["removed"] == [sentence[k] for k in expected["removed"][key]], key
-        assert [r["first"] for r in diff["reworded"]] == [sentence[k] for k in expected["reworded"].get(key, [])], key
-    [reworded] = data["versions"][3]["diff"]["reworded"]
-    assert reworded["this"] == spec["versions"][0]["reworded"]["s2"]
-    assert data["first"] == {
-        "outlet": versions["first"].outlet,
-        "published_at": "2025-03-02T06:40:00Z",
-        "title": versions["first"].title,
-    }
-    assert [(o["outlet"], o["lag_minutes"], o["versions"]) for o in data["outlets"]] == [
+        assert diff.removed == [sentence[k] for k in expected["removed"][key]], key
+        assert [r.first for r in diff.reworded] == [sentence[k] for k in expected["reworded"].get(key, [])], key
+    fourth = data.versions[3].diff
+    assert fourth is not None
+    [reworded] = fourth.reworded
+    assert reworded.this == spec["versions"][0]["reworded"]["s2"]
+    assert data.first == FirstReport(
+        outlet=versions["first"].outlet, published_at="2025-03-02T06:40:00Z", title=versions["first"].title
+    )
+    assert [(o.outlet, o.lag_minutes, o.versions) for o in data.outlets] == [
         (versions[k].outlet, lag, 1) for k, lag in zip(expected["order"], expected["lag_minutes"], strict=True)
     ]
     # Who published within 48 hours without carrying it (not the outlet that wrote three days later).
-    assert [s["outlet"] for s in data["not_carried_by"]] == expected["not_carried_by"]
+    assert [s.outlet for s in data.not_carried_by] == expected["not_carried_by"]
 
 
 def test_story_by_cluster_id_is_the_same_story(
@@ -160,8 +162,8 @@ def test_story_by_cluster_id_is_the_same_story(
     _, versions = story
     by_article = compare_story(es, alias, versions["fifth"].id)
     by_cluster = compare_story(es, alias, versions["first"].id)
-    assert [v["id"] for v in by_article["versions"]] == [v["id"] for v in by_cluster["versions"]]
-    assert by_cluster["versions"][0]["is_this"] and not by_article["versions"][0]["is_this"]
+    assert [v.id for v in by_article.versions] == [v.id for v in by_cluster.versions]
+    assert by_cluster.versions[0].is_this and not by_article.versions[0].is_this
 
 
 def test_story_of_an_unknown_id_is_a_clear_error(es: Elasticsearch, alias: str) -> None:
@@ -216,33 +218,33 @@ def test_shares_and_over_under_coverage_match_hand_computed_figures(
     es: Elasticsearch, alias: str, topic: dict[str, str]
 ) -> None:
     data = compare_topic(es, alias, PROFILE, since=SINCE, until=UNTIL)
-    assert data["period"] == {"since": "2025-03-01T00:00:00Z", "until": "2025-03-07T00:00:00Z", "interval": "day"}
-    assert data["totals"]["topic_articles"] == 18 and data["totals"]["articles"] == 46
-    rows = {r["outlet"]: r for r in data["coverage"]}
+    assert data.period == Period(since="2025-03-01T00:00:00Z", until="2025-03-07T00:00:00Z", interval="day")
+    assert data.totals.topic_articles == 18 and data.totals.articles == 46
+    rows = {r.outlet: r for r in data.coverage}
     A, B, C, D, E = (topic[k] for k in "ABCDE")
     # topic articles / all articles in the period, from the fixture's counts
     expected = {A: (7, 10), B: (6, 12), C: (3, 8), D: (2, 10), E: (0, 6)}
-    assert [r["outlet"] for r in data["coverage"]] == [A, B, C, D, E]
+    assert [r.outlet for r in data.coverage] == [A, B, C, D, E]
     for outlet, (t, a) in expected.items():
         row = rows[outlet]
-        assert (row["topic_articles"], row["all_articles"]) == (t, a)
-        assert row["topic_share"] == round(t / 18, 4) and row["all_share"] == round(a / 46, 4)
-        assert row["ratio"] == round((t / 18) / (a / 46), 3)
+        assert (row.topic_articles, row.all_articles) == (t, a)
+        assert row.topic_share == round(t / 18, 4) and row.all_share == round(a / 46, 4)
+        assert row.ratio == round((t / 18) / (a / 46), 3)
         pooled = 18 / 46
         z = (t / a - (18 - t) / (46 - a)) / math.sqrt(pooled * (1 - pooled) * (1 / a + 1 / (46 - a)))
-        assert row["z"] == round(z, 2)
+        assert row.z == round(z, 2)
     # A: 70 % of its output against 31 % elsewhere (z 2.26); E: none against 45 % (z -2.11); D: 20 %
     # against 44 % is not enough evidence in ten articles (z -1.40).
-    assert {o: r["verdict"] for o, r in rows.items()} == {
+    assert {o: r.verdict for o, r in rows.items()} == {
         A: "over",
         B: "in line",
         C: "in line",
         D: "in line",
         E: "under",
     }
-    assert rows[A]["ratio"] == 1.789 and rows[E]["ratio"] == 0.0
-    assert data["over_time"]["starts"] == [f"2025-03-0{d}" for d in range(1, 7)]
-    assert data["over_time"]["outlets"] == {
+    assert rows[A].ratio == 1.789 and rows[E].ratio == 0.0
+    assert data.over_time.starts == [f"2025-03-0{d}" for d in range(1, 7)]
+    assert data.over_time.outlets == {
         A: [2, 1, 1, 1, 1, 1],
         B: [1, 1, 1, 1, 1, 1],
         C: [1, 1, 1, 0, 0, 0],
@@ -255,22 +257,22 @@ def test_largest_clusters_show_who_reported_first_their_lags_and_who_never_did(
 ) -> None:
     A, B, C, D, E = (topic[k] for k in "ABCDE")
     data = compare_topic(es, alias, PROFILE, since=SINCE, until=UNTIL, clusters=3)
-    clusters = data["clusters"]
-    assert [c["topic_articles"] for c in clusters] == [5, 4, 3]
-    assert [c["first_outlet"] for c in clusters] == [A, B, A]
-    assert [c["first_at"] for c in clusters] == ["2025-03-01T07:10:00Z", "2025-03-02T06:00:00Z", "2025-03-03T10:00:00Z"]
-    assert [[(o["outlet"], o["lag_minutes"]) for o in c["outlets"]] for c in clusters] == [
+    clusters = data.clusters
+    assert [c.topic_articles for c in clusters] == [5, 4, 3]
+    assert [c.first_outlet for c in clusters] == [A, B, A]
+    assert [c.first_at for c in clusters] == ["2025-03-01T07:10:00Z", "2025-03-02T06:00:00Z", "2025-03-03T10:00:00Z"]
+    assert [[(o.outlet, o.lag_minutes) for o in c.outlets] for c in clusters] == [
         [(A, 0), (B, 35), (C, 110), (D, 380)],
         [(B, 0), (A, 20), (C, 120), (D, 840)],
         # D's follow-up came six days later, after the period: late, but it carried the story.
         [(A, 0), (C, 60), (B, 150), (D, 6 * 1440)],
     ]
-    assert clusters[0]["articles"] == 5 and clusters[2]["articles"] == 4  # every copy, in the period or not
-    assert clusters[0]["title"] == "الميليشيات تحشد في ريف حلب بعد غارات على سوق الأتارب"
-    assert [c["missing"] for c in clusters] == [[E], [E], [E]]
-    assert data["never_covered_largest"] == [E]
-    lags = {r["outlet"]: r for r in data["lag_by_outlet"]}
-    assert {o: (r["clusters_covered"], r["first_reports"], r["median_lag_minutes"]) for o, r in lags.items()} == {
+    assert clusters[0].articles == 5 and clusters[2].articles == 4  # every copy, in the period or not
+    assert clusters[0].title == "الميليشيات تحشد في ريف حلب بعد غارات على سوق الأتارب"
+    assert [c.missing for c in clusters] == [[E], [E], [E]]
+    assert data.never_covered_largest == [E]
+    lags = {r.outlet: r for r in data.lag_by_outlet}
+    assert {o: (r.clusters_covered, r.first_reports, r.median_lag_minutes) for o, r in lags.items()} == {
         A: (3, 2, 0),
         B: (3, 1, 35),
         C: (3, 0, 110),
@@ -278,28 +280,26 @@ def test_largest_clusters_show_who_reported_first_their_lags_and_who_never_did(
         E: (0, 0, None),
     }
     every = compare_topic(es, alias, PROFILE, since=SINCE, until=UNTIL)
-    assert len(every["clusters"]) == 6 == every["totals"]["topic_clusters"]
-    assert sorted(len(c["missing"]) for c in every["clusters"]) == [1, 1, 1, 3, 3, 3]  # e4-e6: C, D and E
-    assert every["never_covered_largest"] == [E]
+    assert len(every.clusters) == 6 == every.totals.topic_clusters
+    assert sorted(len(c.missing) for c in every.clusters) == [1, 1, 1, 3, 3, 3]  # e4-e6: C, D and E
+    assert every.never_covered_largest == [E]
 
 
 def test_since_until_and_outlets_narrow_every_figure(es: Elasticsearch, alias: str, topic: dict[str, str]) -> None:
     A, B, C, D, E = (topic[k] for k in "ABCDE")
     # By default the period runs from the topic's first day to its last (D's follow-up on 9 March).
     whole = compare_topic(es, alias, PROFILE)
-    assert whole["period"]["since"] == "2025-02-27T00:00:00Z" and whole["period"]["until"] == "2025-03-10T00:00:00Z"
-    assert whole["totals"]["topic_articles"] == 20 and whole["totals"]["articles"] == 49
+    assert whole.period.since == "2025-02-27T00:00:00Z" and whole.period.until == "2025-03-10T00:00:00Z"
+    assert whole.totals.topic_articles == 20 and whole.totals.articles == 49
     later = compare_topic(es, alias, PROFILE, since=parse_when("2025-03-04"), until=UNTIL)
-    assert {r["outlet"]: r["topic_articles"] for r in later["coverage"]} == {A: 3, B: 3, C: 0, D: 0, E: 0}
-    assert later["totals"]["articles"] == 6 + 1 + 3 + 2 + 3 + 3  # topic + untagged from 4 to 6 March
+    assert {r.outlet: r.topic_articles for r in later.coverage} == {A: 3, B: 3, C: 0, D: 0, E: 0}
+    assert later.totals.articles == 6 + 1 + 3 + 2 + 3 + 3  # topic + untagged from 4 to 6 March
     pair = compare_topic(es, alias, PROFILE, since=SINCE, until=UNTIL, outlets=[A, B])
-    assert [(r["outlet"], r["topic_articles"], r["all_articles"]) for r in pair["coverage"]] == [(A, 7, 10), (B, 6, 12)]
-    assert pair["totals"]["articles"] == 22 and pair["outlets_filter"] == [A, B]
-    assert pair["coverage"][0]["topic_share"] == round(7 / 13, 4) and pair["coverage"][0]["all_share"] == round(
-        10 / 22, 4
-    )
-    assert all(c["missing"] == [] for c in pair["clusters"])  # A and B carried everything
-    assert set(pair["terms"]["outlets"]) == {A, B}
+    assert [(r.outlet, r.topic_articles, r.all_articles) for r in pair.coverage] == [(A, 7, 10), (B, 6, 12)]
+    assert pair.totals.articles == 22 and pair.outlets_filter == [A, B]
+    assert pair.coverage[0].topic_share == round(7 / 13, 4) and pair.coverage[0].all_share == round(10 / 22, 4)
+    assert all(c.missing == [] for c in pair.clusters)  # A and B carried everything
+    assert set(pair.terms.outlets) == {A, B}
     with pytest.raises(NoCoverage, match="no article tagged 'syria-war'"):
         compare_topic(es, alias, PROFILE, since=SINCE, until=UNTIL, outlets=[E])
     with pytest.raises(NoCoverage, match="no article tagged 'nope'"):
@@ -323,9 +323,9 @@ def test_each_outlets_planted_words_are_its_distinctive_terms_and_shared_words_a
     es: Elasticsearch, alias: str, topic: dict[str, str]
 ) -> None:
     data = compare_topic(es, alias, PROFILE, since=SINCE, until=UNTIL, terms=5)
-    outlets = data["terms"]["outlets"]
+    outlets = data.terms.outlets
     assert set(outlets) == {topic[k] for k in "ABCD"}  # E never wrote on the topic
-    top = {outlet: [t["term"] for t in entry["terms"]] for outlet, entry in outlets.items()}
+    top = {outlet: [t.term for t in entry.terms] for outlet, entry in outlets.items()}
     # A and B tell the same events in different words, in six or seven articles each: their planted
     # words lead, significantly (z >= 1.96); nothing else of theirs passes.
     for key in "AB":
@@ -337,11 +337,11 @@ def test_each_outlets_planted_words_are_its_distinctive_terms_and_shared_words_a
     for terms in top.values():
         for shared in SHARED:
             assert not any(_same(shared, t) for t in terms), (shared, terms)
-    for term in outlets[topic["A"]]["terms"]:
-        assert term["z"] >= 1.96 and term["docs"] >= 2 and term["count"] >= term["docs"]
-    method = data["terms"]["method"]
-    tokens = sum(entry["tokens"] for entry in outlets.values())
-    assert method["alpha0"] == tokens and method["prior_scale"] == 1.0 and method["sample_per_outlet"] == 2000
+    for term in outlets[topic["A"]].terms:
+        assert term.z >= 1.96 and term.docs >= 2 and term.count >= term.docs
+    method = data.terms.method
+    tokens = sum(entry.tokens for entry in outlets.values())
+    assert method.alpha0 == tokens and method.prior_scale == 1.0 and method.sample_per_outlet == 2000
 
 
 def _fixture_counts() -> tuple[dict[str, str], dict[str, TermCounts]]:
@@ -430,7 +430,7 @@ def test_a_small_sample_is_each_outlets_most_recent_articles(
     es: Elasticsearch, alias: str, topic: dict[str, str]
 ) -> None:
     data = compare_topic(es, alias, PROFILE, since=SINCE, until=UNTIL, sample=3)
-    assert {o: e["articles_sampled"] for o, e in data["terms"]["outlets"].items()} == {
+    assert {o: e.articles_sampled for o, e in data.terms.outlets.items()} == {
         topic["A"]: 3,
         topic["B"]: 3,
         topic["C"]: 3,
@@ -439,11 +439,11 @@ def test_a_small_sample_is_each_outlets_most_recent_articles(
     # Which three: one query for all outlets, cut at the day that reaches back three articles, paged
     # (two hits a page here), and trimmed to three per outlet, newest first.
     over_time = {topic["A"]: {"2025-03-01": 2, "2025-03-04": 1, "2025-03-05": 1, "2025-03-06": 1}, topic["D"]: {"x": 2}}
-    cutoffs = compare._sample_cutoffs(over_time, 3)
+    cutoffs = topic_module._sample_cutoffs(over_time, 3)
     assert cutoffs == {topic["A"]: "2025-03-04", topic["D"]: None}
-    body = compare._sample_body([{"term": {"topics": PROFILE}}], cutoffs)
+    body = topic_module._sample_body([{"term": {"topics": PROFILE}}], cutoffs)
     first = es.search(index=alias, **body, size=2)
-    texts = compare._collect_samples(es, alias, body, first, 3, progress=lambda *a: None, page_size=2)
+    texts = topic_module._collect_samples(es, alias, body, first, 3, progress=lambda *a: None, page_size=2)
     titles = {o: [t.split("\n")[0] for t in ts] for o, ts in texts.items()}
     assert titles == {
         topic["A"]: [
@@ -487,9 +487,9 @@ def test_a_long_period_is_counted_by_week(es: Elasticsearch, alias: str) -> None
         ],
     )
     data = compare_topic(es, alias, PROFILE)
-    series = data["over_time"]
-    assert series["interval"] == "week" and data["period"]["interval"] == "week"
-    assert series["starts"][0] == "2024-12-30" and series["starts"][-1] == "2025-04-14"  # Mondays
-    counts = dict(zip(series["starts"], series["outlets"]["منبر الشام"], strict=True))
+    series = data.over_time
+    assert series.interval == "week" and data.period.interval == "week"
+    assert series.starts[0] == "2024-12-30" and series.starts[-1] == "2025-04-14"  # Mondays
+    counts = dict(zip(series.starts, series.outlets["منبر الشام"], strict=True))
     assert counts["2024-12-30"] == 2 and counts["2025-02-10"] == 1 and counts["2025-04-14"] == 1
     assert sum(counts.values()) == 4

@@ -12,8 +12,9 @@ from browser import ARTIFACTS, chrome, screenshot
 from elasticsearch import Elasticsearch
 from test_compare import PROFILE, SINCE, UNTIL, make_article, story_articles, topic_articles, write
 
-from pipeline.analysis.compare import compare_story, compare_topic
 from pipeline.analysis.report_html import story_html, topic_html
+from pipeline.analysis.story import compare_story
+from pipeline.analysis.topic import compare_topic
 from pipeline.settings import PROJECT_ROOT
 
 CHARTS = {"chart-over-time": 4, "chart-shares": 2, "chart-lags": 4, "chart-terms": 2}

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from elasticsearch import Elasticsearch
 from test_compare import make_article, write
+from test_compare_json import check_contract
 
 from pipeline.settings import PROJECT_ROOT
 from pipeline.store import index
@@ -22,6 +23,8 @@ from pipeline.topics.draft import profile_id_from
 from pipeline.topics.profiles import load_profile
 
 SEED_REPORT = PROJECT_ROOT / "seeds" / "seed-report-iran-russia-assad.txt"
+SEED_PROFILE = PROJECT_ROOT / "seeds" / "profiles" / "iran-russia-assad.yaml"
+WEIGHTED_SEED = PROJECT_ROOT / "bench" / "profiles" / "iran-russia-assad-v1.yaml"  # weighted terms
 
 PROFILE = """\
 id: backing
@@ -192,6 +195,48 @@ def test_profile_explain_shows_the_rules_and_windows_that_fired(
     [report] = data["profiles"]
     assert report["model"] == "rules" and report["tagged"]
     assert [rule["rule"] for rule in report["rules"] if rule["windows"]] == ["backing", "named"]
+
+
+def test_profile_explain_and_test_json_are_unchanged(
+    es: Elasticsearch, es_url: str, alias: str, profile_file: Path, tmp_path: Path
+) -> None:
+    # Both models (rules: the test profile and the seed; weighted terms: the seed's first version), an
+    # article some of them tag and one none does; and the explanations `profile test` gives its errors.
+    weighted = tmp_path / "weighted.yaml"
+    weighted.write_text(
+        WEIGHTED_SEED.read_text(encoding="utf-8").replace("id: iran-russia-assad\n", "id: iran-russia-assad-v1\n"),
+        encoding="utf-8",
+    )
+    installed = tmp_path / "profiles"
+    installed.mkdir()
+    for path in (profile_file, SEED_PROFILE, weighted):
+        (installed / path.name).write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
+    tagged = make_article(
+        "https://a.example/soleimani",
+        "أ",
+        "2025-01-02T10:00:00Z",
+        "سليماني في دمشق وطهران تدعم الأسد",
+        "وقال قاسم سليماني إن الغارات الروسية على حلب مستمرة. وأكدت طهران أنها ستواصل دعم الأسد.\n\n"
+        "ووصل مستشارون إيرانيون إلى قاعدة حميميم الروسية في ريف اللاذقية.",
+    )
+    untagged = make_article(
+        "https://a.example/rain", "ب", "2025-01-02T11:00:00Z", "طقس", "أمطار غزيرة في المدن الساحلية."
+    )
+    write(es, alias, [tagged, untagged])
+    env = {"ES_URL": es_url, "ES_INDEX": alias, "PROFILES_DIR": str(installed), "DATA_DIR": str(tmp_path / "d")}
+    for name, args in (
+        ("profile-explain", [tagged.id]),
+        ("profile-explain-untagged", [untagged.id]),
+        ("profile-explain-one", [tagged.id, "--profile", "iran-russia-assad-v1"]),
+    ):
+        result = cli("explain", *args, "--json", env=env)
+        assert result.returncode == 0, result.stderr
+        check_contract(name, result.stdout)
+    labels = labelled_set(tmp_path / "labels")
+    for name, path in (("profile-test-rules", profile_file), ("profile-test-weighted", weighted)):
+        result = cli("test", str(path), "--labels", str(labels), "--json")
+        assert result.returncode == 0, result.stderr
+        check_contract(name, result.stdout)
 
 
 @pytest.mark.parametrize(

@@ -19,9 +19,13 @@ from pipeline.topics.profiles import (
     SCHEMA_PATH,
     Group,
     Match,
+    Occurrences,
     Profile,
     Rule,
+    RulesExplanation,
+    RuleWindow,
     Term,
+    WeightedExplanation,
     explain,
     load_profile,
     load_profiles,
@@ -153,17 +157,20 @@ def test_tag_article_with_no_profiles_or_no_match() -> None:
 def test_explain_gives_each_terms_part_of_the_score() -> None:
     title, body = "سليماني في دمشق", "وقال سليماني إن الغارات الروسية مستمرة."
     report = explain(CLITICS, title=title, body=body)
-    assert report["profile"] == "test"
-    assert report["threshold"] == 3.0
-    assert report["score"] == match_profile(CLITICS, title=title, body=body).score
-    assert report["tagged"] is (report["score"] >= 3.0)
-    first = report["terms"][0]
-    assert first["term"] == "قاسم سليماني"
-    assert first["where"] == ["title", "body"]
-    assert first["occurrences"] == {"title": 1, "body": 1}
-    assert first["weight"] == 5.0
-    assert sum(term["contribution"] for term in report["terms"]) == pytest.approx(report["evidence"], abs=0.01)
-    assert json.loads(json.dumps(report, ensure_ascii=False)) == report
+    assert isinstance(report, WeightedExplanation) and report.model == "weighted terms"
+    assert report.profile == "test"
+    assert report.threshold == 3.0
+    assert report.score == match_profile(CLITICS, title=title, body=body).score
+    assert report.tagged is (report.score >= 3.0)
+    first = report.terms[0]
+    assert first.term == "قاسم سليماني"
+    assert first.where == ["title", "body"]
+    assert first.occurrences == Occurrences(title=1, body=1)
+    assert first.weight == 5.0
+    assert sum(term.contribution for term in report.terms) == pytest.approx(report.evidence, abs=0.01)
+    data = report.to_dict()
+    assert data["terms"][0]["occurrences"] == {"title": 1, "body": 1}
+    assert json.loads(json.dumps(data, ensure_ascii=False)) == data
 
 
 @settings(max_examples=200, deadline=None)
@@ -261,9 +268,8 @@ RULES = rules_profile()
 def fired(text: str, *, title: str = "", of: Profile = RULES) -> dict[str, tuple[int, int]]:
     """Rule id -> (title windows, body windows) of the rules that fired."""
     report = explain(of, title=title, body=text)
-    return {
-        rule["rule"]: (rule["fired"]["title"], rule["fired"]["body"]) for rule in report["rules"] if rule["windows"]
-    }
+    assert isinstance(report, RulesExplanation)
+    return {rule.rule: (rule.fired.title, rule.fired.body) for rule in report.rules if rule.windows}
 
 
 def test_a_rule_needs_every_slot_within_its_window() -> None:
@@ -329,23 +335,28 @@ def test_with_no_required_rule_the_score_stays_under_the_tag_threshold() -> None
     text = "روسيا إيران روسيا الإيراني"
     assert match_profile(free, title=text, body=text).score > 9
     assert match_profile(gated, title=text, body=text).score == 4.99
-    assert explain(gated, title=text, body=text)["capped"] is True
+    report = explain(gated, title=text, body=text)
+    assert isinstance(report, RulesExplanation) and report.capped is True
     assert match_profile(gated, title=text, body=text + ". إيران تدعم الأسد").score > 9
 
 
 def test_explain_lists_the_windows_and_each_rules_part_of_the_log_odds() -> None:
     report = explain(RULES, title="إيران تدعم الأسد", body="وشنت الطائرات الروسية غارات على حلب. والاتفاق النووي قائم.")
-    assert report["model"] == "rules" and report["tagged"] is (report["score"] >= 5.0)
-    rules = {rule["rule"]: rule for rule in report["rules"]}
-    assert rules["backing"]["windows"] == [
-        {"where": "title", "text": "ايران تدعم الاسد", "terms": ["إيران", "تدعم*", "الأسد"]}
+    assert isinstance(report, RulesExplanation)
+    assert report.model == "rules" and report.tagged is (report.score >= 5.0)
+    rules = {rule.rule: rule for rule in report.rules}
+    assert rules["backing"].windows == [
+        RuleWindow(where="title", text="ايران تدعم الاسد", terms=["إيران", "تدعم*", "الأسد"])
     ]
-    assert rules["strikes"]["windows"][0]["text"] == "الروسيه غارات علي حلب"
-    assert rules["nuclear"]["contribution"] < 0
-    total = report["bias"] + sum(rule["contribution"] for rule in report["rules"])
-    assert total == pytest.approx(report["logit"], abs=0.01)
-    assert {term["group"] for term in report["terms"]} == {"actors", "regime", "support", "means", "syria", "nuclear"}
-    assert json.loads(json.dumps(report, ensure_ascii=False)) == report
+    assert rules["strikes"].windows[0].text == "الروسيه غارات علي حلب"
+    assert rules["nuclear"].contribution < 0
+    total = report.bias + sum(rule.contribution for rule in report.rules)
+    assert total == pytest.approx(report.logit, abs=0.01)
+    assert {term.group for term in report.terms} == {"actors", "regime", "support", "means", "syria", "nuclear"}
+    data = report.to_dict()
+    [backing] = [rule for rule in data["rules"] if rule["rule"] == "backing"]
+    assert backing["windows"] == [{"where": "title", "text": "ايران تدعم الاسد", "terms": ["إيران", "تدعم*", "الأسد"]}]
+    assert json.loads(json.dumps(data, ensure_ascii=False)) == data
 
 
 def test_topic_matches_of_a_rules_profile_list_its_terms_in_profile_order_without_context() -> None:

@@ -22,12 +22,13 @@ import plotly.io as pio  # type: ignore[import-untyped, unused-ignore]
 from plotly.offline import get_plotlyjs  # type: ignore[import-untyped, unused-ignore]
 from plotly.subplots import make_subplots  # type: ignore[import-untyped, unused-ignore]
 
-from pipeline.analysis.compare import format_lag
+from pipeline.analysis.story import StoryComparison, format_lag
+from pipeline.analysis.topic import TopicComparison, Verdict
 
 __all__ = ["story_html", "topic_html"]
 
 FONTS = '"Noto Naskh Arabic", "Noto Sans Arabic", "Amiri", "Geeza Pro", "Segoe UI", Tahoma, "DejaVu Sans", sans-serif'
-VERDICTS = {"over": "تغطية زائدة", "under": "تغطية ناقصة", "in line": "ضمن المعدل"}
+VERDICTS: dict[Verdict, str] = {"over": "تغطية زائدة", "under": "تغطية ناقصة", "in line": "ضمن المعدل"}
 _CSS = (
     "body { font-family: "
     + FONTS
@@ -156,53 +157,53 @@ def _en(text: str) -> str:
 # --- one story ------------------------------------------------------------------------------------
 
 
-def story_html(data: dict[str, Any]) -> str:
+def story_html(data: StoryComparison) -> str:
     """The story report: versions in order with their lags (chart), what each added or dropped, and who
     did not carry it."""
-    versions = data["versions"]
-    first = data["first"]
+    versions = data.versions
+    first = data.first
     fig = go.Figure(
         go.Bar(
-            x=[v["lag_minutes"] / 60 for v in versions],
-            y=[f"{_e(v['outlet'])} ({n})" for n, v in enumerate(versions, start=1)],
+            x=[v.lag_minutes / 60 for v in versions],
+            y=[f"{_e(v.outlet)} ({n})" for n, v in enumerate(versions, start=1)],
             orientation="h",
-            text=[_lag(v["lag_minutes"]) for v in versions],
+            text=[_lag(v.lag_minutes) for v in versions],
             textposition="auto",
-            hovertext=[_e(v["title"]) for v in versions],
+            hovertext=[_e(v.title) for v in versions],
             marker={"color": ["#cf222e" if n == 0 else "#0969da" for n in range(len(versions))]},
         )
     )
     _layout(fig, height=140 + 40 * len(versions), title="التأخر عن أول نسخة (ساعات)")
     fig.update_yaxes(side="right", autorange="reversed")
     fig.update_xaxes(autorange="reversed", title_text="ساعات")
-    _right_labels(fig, [f"{_e(v['outlet'])} (00)" for v in versions])
+    _right_labels(fig, [f"{_e(v.outlet)} (00)" for v in versions])
     cards = []
     for n, v in enumerate(versions, start=1):
-        diff = v["diff"]
+        diff = v.diff
         items = []
         if diff is None:
             items.append('<li class="meta">أول نسخة منشورة: تقارن بها النسخ الأخرى</li>')
         else:
-            items += [f'<li class="added">+ {_e(s)}</li>' for s in diff["added"]]
-            items += [f'<li class="removed">− {_e(s)}</li>' for s in diff["removed"]]
+            items += [f'<li class="added">+ {_e(s)}</li>' for s in diff.added]
+            items += [f'<li class="removed">− {_e(s)}</li>' for s in diff.removed]
             items += [
-                f'<li class="reworded">~ {_e(r["this"])}<div class="was">كانت: {_e(r["first"])}</div></li>'
-                for r in diff["reworded"]
+                f'<li class="reworded">~ {_e(r.this)}<div class="was">كانت: {_e(r.first)}</div></li>'
+                for r in diff.reworded
             ]
             if not items:
                 items.append('<li class="meta">لا إضافة ولا حذف: النص نفسه</li>')
         cards.append(
-            f'<div class="version" id="version-{n}"><h3>{n}. {_e(v["outlet"])}: {_e(v["title"])}</h3>'
-            f'<div class="meta"><span dir="ltr">{_e(v["published_at"])}</span> · '
-            f"<span>{_e(_lag(v['lag_minutes']))}</span></div>"
+            f'<div class="version" id="version-{n}"><h3>{n}. {_e(v.outlet)}: {_e(v.title)}</h3>'
+            f'<div class="meta"><span dir="ltr">{_e(v.published_at)}</span> · '
+            f"<span>{_e(_lag(v.lag_minutes))}</span></div>"
             f'<ul class="diff">{"".join(items)}</ul></div>'
         )
-    silent = "، ".join(_e(s["outlet"]) for s in data["not_carried_by"]) or "لا أحد"
+    silent = "، ".join(_e(s.outlet) for s in data.not_carried_by) or "لا أحد"
     facts = (
         '<ul class="facts">'
-        f'<li>أول من نشر: <b>{_e(first["outlet"])}</b> <span dir="ltr">{_e(first["published_at"])}</span></li>'
-        f"<li>نشرته {_count(len(data['outlets']), 'outlet')} في {_count(len(versions), 'story_version')}</li>"
-        f"<li>لم تنشره رغم نشاطها خلال {data['window_hours']} ساعة: {silent}</li></ul>"
+        f'<li>أول من نشر: <b>{_e(first.outlet)}</b> <span dir="ltr">{_e(first.published_at)}</span></li>'
+        f"<li>نشرته {_count(len(data.outlets), 'outlet')} في {_count(len(versions), 'story_version')}</li>"
+        f"<li>لم تنشره رغم نشاطها خلال {data.window_hours} ساعة: {silent}</li></ul>"
     )
     sections = [
         facts,
@@ -215,43 +216,43 @@ def story_html(data: dict[str, Any]) -> str:
         + "".join(cards)
         + "</section>",
     ]
-    sub = _en(f"Story cluster {data['cluster_id']}: how each outlet told it.")
-    return _page(f"كيف روت كل وسيلة الخبر: {first['title']}", sub, sections)
+    sub = _en(f"Story cluster {data.cluster_id}: how each outlet told it.")
+    return _page(f"كيف روت كل وسيلة الخبر: {first.title}", sub, sections)
 
 
 # --- a topic --------------------------------------------------------------------------------------
 
 
-def _over_time(data: dict[str, Any]) -> go.Figure:
-    series = data["over_time"]
+def _over_time(data: TopicComparison) -> go.Figure:
+    series = data.over_time
     fig = go.Figure(
         [
-            go.Scatter(x=series["starts"], y=counts, mode="lines+markers", name=_e(outlet))
-            for outlet, counts in series["outlets"].items()
+            go.Scatter(x=series.starts, y=counts, mode="lines+markers", name=_e(outlet))
+            for outlet, counts in series.outlets.items()
         ]
     )
-    unit = {"day": "يومياً", "week": "أسبوعياً", "month": "شهرياً"}[series["interval"]]
+    unit = {"day": "يومياً", "week": "أسبوعياً", "month": "شهرياً"}[series.interval]
     _layout(fig, height=420, title=f"عدد المقالات {unit} لكل وسيلة")
     fig.update_yaxes(title_text="مقالات", rangemode="tozero")
     fig.update_xaxes(tickformat="%Y-%m-%d")
     return fig
 
 
-def _shares(data: dict[str, Any]) -> go.Figure:
-    rows = data["coverage"]
-    names = [_e(r["outlet"]) for r in rows]
+def _shares(data: TopicComparison) -> go.Figure:
+    rows = data.coverage
+    names = [_e(r.outlet) for r in rows]
     fig = go.Figure(
         [
             go.Bar(
                 y=names,
-                x=[100 * r["topic_share"] for r in rows],
+                x=[100 * r.topic_share for r in rows],
                 name="الحصة من تغطية الموضوع",
                 orientation="h",
                 marker={"color": "#0969da"},
             ),
             go.Bar(
                 y=names,
-                x=[100 * r["all_share"] for r in rows],
+                x=[100 * r.all_share for r in rows],
                 name="الحصة من مجمل التغطية",
                 orientation="h",
                 marker={"color": "#8c959f"},
@@ -266,29 +267,24 @@ def _shares(data: dict[str, Any]) -> go.Figure:
     return fig
 
 
-def _lags(data: dict[str, Any]) -> go.Figure:
+def _lags(data: TopicComparison) -> go.Figure:
     """One dot per large story an outlet carried, at its delay behind the first report; a log axis,
     since delays run from minutes to days (the first report sits at one minute)."""
-    titles = {c["cluster_id"]: c["title"] for c in data["clusters"]}
+    titles = {c.cluster_id: c.title for c in data.clusters}
     fig = go.Figure()
-    for row in data["lag_by_outlet"]:
-        points = [
-            (o["lag_minutes"], c["cluster_id"])
-            for c in data["clusters"]
-            for o in c["outlets"]
-            if o["outlet"] == row["outlet"]
-        ]
+    for row in data.lag_by_outlet:
+        points = [(o.lag_minutes, c.cluster_id) for c in data.clusters for o in c.outlets if o.outlet == row.outlet]
         if not points:
             continue
         fig.add_trace(
             go.Scatter(
                 x=[max(1, lag) for lag, _ in points],
-                y=[_e(row["outlet"])] * len(points),
+                y=[_e(row.outlet)] * len(points),
                 mode="markers",
                 marker={"size": 13, "opacity": 0.75, "line": {"width": 1, "color": "#24292f"}},
                 hovertext=[f"{_e(titles[cid])} · {_lag(lag)}" for lag, cid in points],
                 hoverinfo="text",
-                name=_e(row["outlet"]),
+                name=_e(row.outlet),
             )
         )
     ticks = [
@@ -303,7 +299,7 @@ def _lags(data: dict[str, Any]) -> go.Figure:
     _layout(fig, height=160 + 55 * max(1, len(fig.data)), title="التأخر عن أول تقرير في أكبر القصص")
     fig.update_layout(showlegend=False)
     fig.update_yaxes(side="right", autorange="reversed")
-    _right_labels(fig, [_e(r["outlet"]) for r in data["lag_by_outlet"]])
+    _right_labels(fig, [_e(r.outlet) for r in data.lag_by_outlet])
     fig.update_xaxes(
         type="log",
         autorange="reversed",
@@ -314,8 +310,8 @@ def _lags(data: dict[str, Any]) -> go.Figure:
     return fig
 
 
-def _terms(data: dict[str, Any]) -> go.Figure:
-    outlets = [(o, e) for o, e in data["terms"]["outlets"].items() if e["terms"]]
+def _terms(data: TopicComparison) -> go.Figure:
+    outlets = [(o, e) for o, e in data.terms.outlets.items() if e.terms]
     cols = 2 if len(outlets) > 1 else 1
     rows = max(1, math.ceil(len(outlets) / cols))
     # The right-hand column first: a right-to-left reader starts there. Titles go in row-major order.
@@ -331,14 +327,14 @@ def _terms(data: dict[str, Any]) -> go.Figure:
         vertical_spacing=0.12 if rows > 1 else 0.2,
     )
     for (_, entry), (row, col) in zip(outlets, place, strict=True):
-        terms = entry["terms"]
+        terms = entry.terms
         fig.add_trace(
             go.Bar(
-                x=[t["z"] for t in terms],
-                y=[_e(t["term"]) for t in terms],
+                x=[t.z for t in terms],
+                y=[_e(t.term) for t in terms],
                 orientation="h",
                 marker={"color": "#8250df"},
-                hovertext=[f"{t['count']} × · {t['docs']} مقالات" for t in terms],
+                hovertext=[f"{t.count} × · {t.docs} مقالات" for t in terms],
                 showlegend=False,
             ),
             row=row,
@@ -348,33 +344,33 @@ def _terms(data: dict[str, Any]) -> go.Figure:
         fig.update_xaxes(autorange="reversed", row=row, col=col)
     _layout(fig, height=140 + 300 * rows, title="المفردات المميزة لكل وسيلة (z)")
     fig.update_layout(margin={"t": 100})
-    _right_labels(fig, [_e(t["term"]) for _, entry in outlets for t in entry["terms"]])
+    _right_labels(fig, [_e(t.term) for _, entry in outlets for t in entry.terms])
     return fig
 
 
-def _cluster_table(data: dict[str, Any]) -> str:
-    outlets = [r["outlet"] for r in data["lag_by_outlet"]]
+def _cluster_table(data: TopicComparison) -> str:
+    outlets = [r.outlet for r in data.lag_by_outlet]
     head = "".join(f"<th>{_e(o)}</th>" for o in outlets)
     rows = []
-    for n, c in enumerate(data["clusters"], start=1):
-        lags = {o["outlet"]: o["lag_minutes"] for o in c["outlets"]}
+    for n, c in enumerate(data.clusters, start=1):
+        lags = {o.outlet: o.lag_minutes for o in c.outlets}
         cells = "".join(
             f'<td class="lag">{_e(_lag(lags[o]))}</td>' if o in lags else '<td class="miss">✗</td>' for o in outlets
         )
-        rows.append(f'<tr><td>{n}</td><td>{_e(c["title"])}</td><td class="num">{c["articles"]}</td>{cells}</tr>')
+        rows.append(f'<tr><td>{n}</td><td>{_e(c.title)}</td><td class="num">{c.articles}</td>{cells}</tr>')
     return (
         '<table id="clusters"><thead><tr><th>#</th><th>القصة (عنوان أول نسخة)</th><th>نسخ</th>'
         f"{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
     )
 
 
-def _coverage_table(data: dict[str, Any]) -> str:
+def _coverage_table(data: TopicComparison) -> str:
     rows = "".join(
-        f'<tr><td>{_e(r["outlet"])}</td><td class="num">{r["topic_articles"]}</td>'
-        f'<td class="num">{r["all_articles"]}</td><td class="num">{_pct(r["topic_share"])}</td>'
-        f'<td class="num">{_pct(r["all_share"])}</td><td class="num">{_e(r["ratio"])}</td>'
-        f'<td class="num">{_e(r["z"])}</td><td>{VERDICTS[r["verdict"]]}</td></tr>'
-        for r in data["coverage"]
+        f'<tr><td>{_e(r.outlet)}</td><td class="num">{r.topic_articles}</td>'
+        f'<td class="num">{r.all_articles}</td><td class="num">{_pct(r.topic_share)}</td>'
+        f'<td class="num">{_pct(r.all_share)}</td><td class="num">{_e(r.ratio)}</td>'
+        f'<td class="num">{_e(r.z)}</td><td>{VERDICTS[r.verdict]}</td></tr>'
+        for r in data.coverage
     )
     return (
         '<table id="coverage"><thead><tr><th>الوسيلة</th><th>مقالات الموضوع</th><th>كل المقالات</th>'
@@ -383,51 +379,51 @@ def _coverage_table(data: dict[str, Any]) -> str:
     )
 
 
-def _facts(data: dict[str, Any]) -> str:
-    clusters, totals = data["clusters"], data["totals"]
-    firsts = sorted(data["lag_by_outlet"], key=lambda r: (-r["first_reports"], r["outlet"]))
-    leader = firsts[0] if firsts and firsts[0]["first_reports"] else None
-    ignored = "، ".join(_e(o) for o in data["never_covered_largest"]) or "لا أحد"
-    over = "، ".join(_e(r["outlet"]) for r in data["coverage"] if r["verdict"] == "over") or "لا أحد"
-    under = "، ".join(_e(r["outlet"]) for r in data["coverage"] if r["verdict"] == "under") or "لا أحد"
+def _facts(data: TopicComparison) -> str:
+    clusters, totals = data.clusters, data.totals
+    firsts = sorted(data.lag_by_outlet, key=lambda r: (-r.first_reports, r.outlet))
+    leader = firsts[0] if firsts and firsts[0].first_reports else None
+    ignored = "، ".join(_e(o) for o in data.never_covered_largest) or "لا أحد"
+    over = "، ".join(_e(r.outlet) for r in data.coverage if r.verdict == "over") or "لا أحد"
+    under = "، ".join(_e(r.outlet) for r in data.coverage if r.verdict == "under") or "لا أحد"
     lead = (
-        f"<li>الأسبق إلى الخبر: <b>{_e(leader['outlet'])}</b> "
-        f"(أولاً في {leader['first_reports']} من أكبر {_count(len(clusters), 'story')})</li>"
+        f"<li>الأسبق إلى الخبر: <b>{_e(leader.outlet)}</b> "
+        f"(أولاً في {leader.first_reports} من أكبر {_count(len(clusters), 'story')})</li>"
         if leader
         else ""
     )
     return (
         '<ul class="facts">'
-        f"<li>{_count(totals['topic_articles'], 'article')} عن الموضوع من أصل {totals['articles']}، "
-        f"في {_count(totals['topic_clusters'], 'story')}، من {_count(totals['outlets_covering'], 'outlet')}</li>"
+        f"<li>{_count(totals.topic_articles, 'article')} عن الموضوع من أصل {totals.articles}، "
+        f"في {_count(totals.topic_clusters, 'story')}، من {_count(totals.outlets_covering, 'outlet')}</li>"
         f"{lead}<li>لم تغطِّ أياً من أكبر {_count(len(clusters), 'story')}: {ignored}</li>"
         f"<li>تغطية زائدة: {over} · تغطية ناقصة: {under}</li></ul>"
     )
 
 
-def _no_terms(data: dict[str, Any]) -> str:
-    quiet = [(o, e["articles_sampled"]) for o, e in data["terms"]["outlets"].items() if not e["terms"]]
+def _no_terms(data: TopicComparison) -> str:
+    quiet = [(o, e.articles_sampled) for o, e in data.terms.outlets.items() if not e.terms]
     if not quiet:
         return ""
     names = "، ".join(f"{_e(o)} ({_count(n, 'article')})" for o, n in quiet)
-    return f'<p id="no-terms">لا مفردة تتجاوز عتبة الدلالة (z ≥ {data["terms"]["method"]["min_z"]}) لدى: {names}</p>'
+    return f'<p id="no-terms">لا مفردة تتجاوز عتبة الدلالة (z ≥ {data.terms.method.min_z}) لدى: {names}</p>'
 
 
-def topic_html(data: dict[str, Any], *, title: str | None = None) -> str:
+def topic_html(data: TopicComparison, *, title: str | None = None) -> str:
     """The topic report: coverage over time, shares, lags on the largest clusters and who never covered
     them, each outlet's distinctive terms, and how they were computed."""
-    period = data["period"]
-    method = data["terms"]["method"]
-    name = title or data["profile"]
+    period = data.period
+    method = data.terms.method
+    name = title or data.profile
     sub = _en(
-        f"Topic profile {data['profile']}, {period['since'][:10]} to {period['until'][:10]} (end exclusive)"
-        + (f", outlets: {', '.join(data['outlets_filter'])}" if data["outlets_filter"] else "")
+        f"Topic profile {data.profile}, {period.since[:10]} to {period.until[:10]} (end exclusive)"
+        + (f", outlets: {', '.join(data.outlets_filter)}" if data.outlets_filter else "")
         + "."
     )
     sections = [
         _facts(data),
         '<section id="over-time"><h2>التغطية عبر الزمن</h2>'
-        + _en("Articles on the topic per outlet and " + data["over_time"]["interval"] + ".")
+        + _en("Articles on the topic per outlet and " + data.over_time.interval + ".")
         + _chart(_over_time(data), "chart-over-time")
         + "</section>",
         '<section id="shares"><h2>من يغطي الموضوع أكثر من غيره؟</h2>'
@@ -448,8 +444,8 @@ def topic_html(data: dict[str, Any], *, title: str | None = None) -> str:
         '<section id="terms"><h2>المفردات المميزة لكل وسيلة</h2>'
         + _en(
             f"Log-odds ratio with an informative Dirichlet prior (Monroe, Colaresi & Quinn 2008), each outlet against "
-            f"the others, ranked by z; prior = the topic's pooled counts, alpha0 = {method['alpha0']:.0f}; at most "
-            f"{method['sample_per_outlet']} most recent articles per outlet; normalised, stemmed Arabic without stop "
+            f"the others, ranked by z; prior = the topic's pooled counts, alpha0 = {method.alpha0:.0f}; at most "
+            f"{method.sample_per_outlet} most recent articles per outlet; normalised, stemmed Arabic without stop "
             "words; words and two-word phrases."
         )
         + _chart(_terms(data), "chart-terms")

@@ -37,7 +37,6 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import wordfreq  # type: ignore[import-untyped, unused-ignore]
 
@@ -192,17 +191,6 @@ class Score:
     docs: int
     rate: float  # per 10,000 tokens of this outlet
     rest_rate: float  # per 10,000 tokens of the other outlets
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "key": self.key,
-            "z": round(self.z, 3),
-            "delta": round(self.delta, 4),
-            "count": self.count,
-            "docs": self.docs,
-            "per_10k": round(self.rate, 2),
-            "others_per_10k": round(self.rest_rate, 2),
-        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,26 +3,25 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from pipeline import log
-from pipeline.analysis.compare import (
+from pipeline.analysis.story import STORY_WINDOW_HOURS, NoCoverage, StoryComparison, compare_story, format_lag
+from pipeline.analysis.terms import PRIOR_SCALE
+from pipeline.analysis.topic import (
     SAMPLE_PER_OUTLET,
-    STORY_WINDOW_HOURS,
     TOP_CLUSTERS,
     TOP_TERMS,
-    NoCoverage,
-    compare_story,
+    TopicComparison,
     compare_topic,
-    format_lag,
     parse_when,
 )
-from pipeline.analysis.terms import PRIOR_SCALE
 from pipeline.cli.common import (
     DataOpt,
     EsUrlOpt,
@@ -82,34 +81,34 @@ def story(
 
         _write_html(html, story_html(data))
     if as_json:
-        print(json.dumps(data, ensure_ascii=False, indent=2))
+        print(json.dumps(data.to_dict(), ensure_ascii=False, indent=2))
         return
     _print_story(data)
 
 
-def _print_story(data: dict[str, Any]) -> None:
-    first = data["first"]
-    out.print(escape(f"{first['title']} — first: {first['outlet']} at {first['published_at']}"), style="bold")
-    t = Table(title=f"Story {data['cluster_id']}: {len(data['versions'])} versions", title_justify="left")
+def _print_story(data: StoryComparison) -> None:
+    first = data.first
+    out.print(escape(f"{first.title} — first: {first.outlet} at {first.published_at}"), style="bold")
+    t = Table(title=f"Story {data.cluster_id}: {len(data.versions)} versions", title_justify="left")
     for col in ("#", "outlet", "published", "lag", "headline"):
         t.add_column(col)
-    for n, v in enumerate(data["versions"], start=1):
-        mark = "▶ " if v["is_this"] else ""
-        _row(t, f"{mark}{n}", v["outlet"], v["published_at"], format_lag(v["lag_minutes"]), v["title"])
+    for n, v in enumerate(data.versions, start=1):
+        mark = "▶ " if v.is_this else ""
+        _row(t, f"{mark}{n}", v.outlet, v.published_at, format_lag(v.lag_minutes), v.title)
     out.print(t)
-    for n, v in enumerate(data["versions"], start=1):
-        diff = v["diff"]
-        if not diff or not (diff["added"] or diff["removed"] or diff["reworded"]):
+    for n, v in enumerate(data.versions, start=1):
+        diff = v.diff
+        if not diff or not (diff.added or diff.removed or diff.reworded):
             continue
-        out.print(escape(f"\n{n}. {v['outlet']} against the first version:"), style="bold", highlight=False)
-        for sentence in diff["added"]:
+        out.print(escape(f"\n{n}. {v.outlet} against the first version:"), style="bold", highlight=False)
+        for sentence in diff.added:
             out.print(f"  [green]+ {escape(sentence)}[/green]", highlight=False)
-        for sentence in diff["removed"]:
+        for sentence in diff.removed:
             out.print(f"  [red]- {escape(sentence)}[/red]", highlight=False)
-        for pair in diff["reworded"]:
-            out.print(f"  [yellow]~ {escape(pair['this'])}[/yellow]", highlight=False)
-    silent = ", ".join(s["outlet"] for s in data["not_carried_by"]) or "none"
-    out.print(escape(f"\nActive within {data['window_hours']} h but did not carry it: {silent}"), highlight=False)
+        for pair in diff.reworded:
+            out.print(f"  [yellow]~ {escape(pair.this)}[/yellow]", highlight=False)
+    silent = ", ".join(s.outlet for s in data.not_carried_by) or "none"
+    out.print(escape(f"\nActive within {data.window_hours} h but did not carry it: {silent}"), highlight=False)
 
 
 @app.command("topic")
@@ -164,13 +163,13 @@ def topic(
         fail(f"{e}{known}")
     except (ConfigError, IndexingError) as e:
         fail(str(e))
-    data["profile_title"] = title
+    data = replace(data, profile_title=title)
     if html is not None:
         from pipeline.analysis.report_html import topic_html
 
         _write_html(html, topic_html(data, title=title))
     if as_json:
-        print(json.dumps(data, ensure_ascii=False, indent=2))
+        print(json.dumps(data.to_dict(), ensure_ascii=False, indent=2))
         return
     _print_topic(data)
 
@@ -184,13 +183,13 @@ def _row(table: Table, *cells: object) -> None:
     table.add_row(*(escape(str(cell)) for cell in cells))
 
 
-def _print_topic(data: dict[str, Any]) -> None:
-    period, totals = data["period"], data["totals"]
-    name = data.get("profile_title") or data["profile"]
+def _print_topic(data: TopicComparison) -> None:
+    period, totals = data.period, data.totals
+    name = data.profile_title or data.profile
     out.print(
         escape(
-            f"{name}: {totals['topic_articles']} of {totals['articles']} articles, {totals['topic_clusters']} stories, "
-            f"{period['since'][:10]} to {period['until'][:10]} (end exclusive)"
+            f"{name}: {totals.topic_articles} of {totals.articles} articles, {totals.topic_clusters} stories, "
+            f"{period.since[:10]} to {period.until[:10]} (end exclusive)"
         ),
         style="bold",
         highlight=False,
@@ -198,70 +197,62 @@ def _print_topic(data: dict[str, Any]) -> None:
     t = Table(title="Share of the topic against share of all coverage", title_justify="left")
     for col in ("outlet", "topic", "all", "topic share", "all share", "ratio", "z", "verdict"):
         t.add_column(col, justify="left" if col in ("outlet", "verdict") else "right")
-    for r in data["coverage"]:
+    for r in data.coverage:
         _row(
             t,
-            r["outlet"],
-            str(r["topic_articles"]),
-            str(r["all_articles"]),
-            _pct(r["topic_share"]),
-            _pct(r["all_share"]),
-            "" if r["ratio"] is None else f"{r['ratio']:.2f}",
-            "" if r["z"] is None else f"{r['z']:.2f}",
-            r["verdict"],
+            r.outlet,
+            str(r.topic_articles),
+            str(r.all_articles),
+            _pct(r.topic_share),
+            _pct(r.all_share),
+            "" if r.ratio is None else f"{r.ratio:.2f}",
+            "" if r.z is None else f"{r.z:.2f}",
+            r.verdict,
         )
     out.print(t)
-    series = data["over_time"]
-    t = Table(title=f"Articles on the topic per {series['interval']}", title_justify="left")
-    t.add_column(series["interval"])
-    for outlet in series["outlets"]:
+    series = data.over_time
+    t = Table(title=f"Articles on the topic per {series.interval}", title_justify="left")
+    t.add_column(series.interval)
+    for outlet in series.outlets:
         t.add_column(escape(outlet), justify="right")
-    for n, start in enumerate(series["starts"]):
-        _row(t, start, *(str(counts[n]) for counts in series["outlets"].values()))
+    for n, start in enumerate(series.starts):
+        _row(t, start, *(str(counts[n]) for counts in series.outlets.values()))
     out.print(t)
-    t = Table(title=f"The {len(data['clusters'])} largest stories: lag behind the first report", title_justify="left")
+    t = Table(title=f"The {len(data.clusters)} largest stories: lag behind the first report", title_justify="left")
     for col in ("#", "first report", "headline", "copies", "others (lag)", "never carried it"):
         t.add_column(col)
-    for n, c in enumerate(data["clusters"], start=1):
-        others = ", ".join(f"{o['outlet']} {format_lag(o['lag_minutes'])}" for o in c["outlets"][1:])
-        _row(
-            t,
-            str(n),
-            f"{c['first_outlet']} {c['first_at']}",
-            c["title"],
-            str(c["articles"]),
-            others,
-            ", ".join(c["missing"]),
-        )
+    for n, c in enumerate(data.clusters, start=1):
+        others = ", ".join(f"{o.outlet} {format_lag(o.lag_minutes)}" for o in c.outlets[1:])
+        _row(t, str(n), f"{c.first_outlet} {c.first_at}", c.title, str(c.articles), others, ", ".join(c.missing))
     out.print(t)
     t = Table(title="Time to first report by outlet (largest stories)", title_justify="left")
     for col in ("outlet", "covered", "first", "median lag", "missed"):
         t.add_column(col)
-    for r in data["lag_by_outlet"]:
+    for lag in data.lag_by_outlet:
         _row(
             t,
-            r["outlet"],
-            str(r["clusters_covered"]),
-            str(r["first_reports"]),
-            format_lag(r["median_lag_minutes"]),
-            str(r["clusters_missed"]),
+            lag.outlet,
+            str(lag.clusters_covered),
+            str(lag.first_reports),
+            format_lag(lag.median_lag_minutes),
+            str(lag.clusters_missed),
         )
     out.print(t)
-    if data["never_covered_largest"]:
-        out.print(escape(f"Never covered any of them: {', '.join(data['never_covered_largest'])}"), highlight=False)
-    method = data["terms"]["method"]
+    if data.never_covered_largest:
+        out.print(escape(f"Never covered any of them: {', '.join(data.never_covered_largest)}"), highlight=False)
+    method = data.terms.method
     t = Table(
-        title=f"Distinctive terms (log-odds, informative Dirichlet prior, alpha0 {method['alpha0']:.0f}; "
-        f"≤ {method['sample_per_outlet']} articles per outlet)",
+        title=f"Distinctive terms (log-odds, informative Dirichlet prior, alpha0 {method.alpha0:.0f}; "
+        f"≤ {method.sample_per_outlet} articles per outlet)",
         title_justify="left",
     )
     for col in ("outlet", "sampled", "terms (z)"):
         t.add_column(col)
-    for outlet, entry in data["terms"]["outlets"].items():
+    for outlet, entry in data.terms.outlets.items():
         _row(
             t,
             outlet,
-            str(entry["articles_sampled"]),
-            "، ".join(f"{x['term']} ({x['z']:.1f})" for x in entry["terms"]) or f"none with z ≥ {method['min_z']}",
+            str(entry.articles_sampled),
+            "، ".join(f"{x.term} ({x.z:.1f})" for x in entry.terms) or f"none with z ≥ {method.min_z}",
         )
     out.print(t)

@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from pipeline import log
-from pipeline.analysis.related import related
+from pipeline.analysis.story import related
 from pipeline.cli import alerts, compare, profile, setup
 from pipeline.cli.common import (
     DataOpt,
@@ -300,28 +300,25 @@ def related_cmd(
     except (ConfigError, IndexingError) as e:
         fail(str(e))
     if as_json:
-        print(json.dumps(data, ensure_ascii=False, indent=2))
+        print(json.dumps(data.to_dict(), ensure_ascii=False, indent=2))
         return
-    out.print(f"[bold]{escape(data['article']['title'])}[/bold] — {escape(data['article']['outlet'])}")
-    out.print(f"\n[bold]Same story[/bold] ({len(data['cluster'])} articles, cluster {data['cluster_id']})")
-    for member in data["cluster"]:
-        mark = "▶ " if member["is_this"] else "  "
-        lag = "first" if member["diff"] is None else f"+{member['lag_minutes']} min"
-        out.print(
-            escape(f"{mark}{member['published_at']}  {lag:>10}  {member['outlet']}: {member['title']}"), highlight=False
-        )
-        diff = member["diff"] or {}
-        for sentence in diff.get("added", []):
+    out.print(f"[bold]{escape(data.article.title)}[/bold] — {escape(data.article.outlet)}")
+    out.print(f"\n[bold]Same story[/bold] ({len(data.cluster)} articles, cluster {data.cluster_id})")
+    for member in data.cluster:
+        mark = "▶ " if member.is_this else "  "
+        lag = "first" if member.diff is None else f"+{member.lag_minutes} min"
+        out.print(escape(f"{mark}{member.published_at}  {lag:>10}  {member.outlet}: {member.title}"), highlight=False)
+        if member.diff is None:
+            continue
+        for sentence in member.diff.added:
             out.print(f"      [green]+ {escape(sentence)}[/green]", highlight=False)
-        for sentence in diff.get("removed", []):
+        for sentence in member.diff.removed:
             out.print(f"      [red]- {escape(sentence)}[/red]", highlight=False)
-        for pair in diff.get("reworded", []):
-            out.print(f"      [yellow]~ {escape(pair['this'])}[/yellow]", highlight=False)
+        for pair in member.diff.reworded:
+            out.print(f"      [yellow]~ {escape(pair.this)}[/yellow]", highlight=False)
     out.print("\n[bold]Similar stories[/bold]")
-    for hit in data["similar"]:
-        out.print(
-            escape(f"  {hit['published_at']}  {hit['outlet']}: {hit['title']}  (id {hit['id']})"), highlight=False
-        )
+    for hit in data.similar:
+        out.print(escape(f"  {hit.published_at}  {hit.outlet}: {hit.title}  (id {hit.id})"), highlight=False)
 
 
 @app.command()

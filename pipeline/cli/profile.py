@@ -34,7 +34,14 @@ from pipeline.topics.evaluate import (
     load_labelled,
     parse_period,
 )
-from pipeline.topics.profiles import Profile, explain, load_profile, load_profiles
+from pipeline.topics.profiles import (
+    Profile,
+    RulesExplanation,
+    WeightedExplanation,
+    explain,
+    load_profile,
+    load_profiles,
+)
 
 app: typer.Typer = typer.Typer(
     help="Topic profiles: build one from a report, explain a tag, test one on labelled articles or the index.",
@@ -144,69 +151,70 @@ def explain_cmd(
         fail(str(e))
     reports = [explain(p, title=doc.get("title", ""), body=doc.get("body", "")) for p in profiles]
     if as_json:
-        print(json.dumps({"article": article_id, "profiles": reports}, ensure_ascii=False, indent=2))
+        profiles_json = [report.to_dict() for report in reports]
+        print(json.dumps({"article": article_id, "profiles": profiles_json}, ensure_ascii=False, indent=2))
         return
     out.print(escape(f"{doc.get('title', '')} — {doc.get('outlet', '')}"), style="bold", highlight=False)
     for report in reports:
         print_explanation(report)
 
 
-def print_explanation(report: dict[str, Any]) -> None:
+def print_explanation(report: WeightedExplanation | RulesExplanation) -> None:
     """One profile's explanation (:func:`pipeline.topics.profiles.explain`) as tables."""
-    verdict = "[green]tagged[/green]" if report["tagged"] else "[dim]not tagged[/dim]"
+    verdict = "[green]tagged[/green]" if report.tagged else "[dim]not tagged[/dim]"
     out.print(
-        f"\n{escape(report['profile'])}: score {report['score']:.2f} (tag ≥ {report['threshold']}, "
-        f"alert ≥ {report['alert_threshold']}) {verdict}"
+        f"\n{escape(report.profile)}: score {report.score:.2f} (tag ≥ {report.threshold}, "
+        f"alert ≥ {report.alert_threshold}) {verdict}"
     )
-    if report.get("model") != "rules":
+    if isinstance(report, WeightedExplanation):
         table = Table(show_header=True)
         for column in ("term", "kind", "weight", "title", "body", "contribution"):
             table.add_column(column)
-        for term in sorted(report["terms"], key=lambda x: -x["contribution"]):
+        for term in sorted(report.terms, key=lambda x: -x.contribution):
             table.add_row(
-                term["term"],
-                term["kind"],
-                f"{term['weight']:g}",
-                str(term["occurrences"]["title"]),
-                str(term["occurrences"]["body"]),
-                f"{term['contribution']:.3f}",
+                term.term,
+                term.kind,
+                f"{term.weight:g}",
+                str(term.occurrences.title),
+                str(term.occurrences.body),
+                f"{term.contribution:.3f}",
             )
         out.print(table)
         return
     out.print(
         escape(
-            f"log-odds {report['logit']:+.2f} = bias {report['bias']:+.2f} + the rules below; "
-            f"{report['body_words']} words in the body"
+            f"log-odds {report.logit:+.2f} = bias {report.bias:+.2f} + the rules below; "
+            f"{report.body_words} words in the body"
         ),
         highlight=False,
     )
-    if report["capped"]:
-        out.print(escape(f"held under the tag threshold: none of {', '.join(report['required'])} fired"))
+    if report.capped:
+        out.print(escape(f"held under the tag threshold: none of {', '.join(report.required)} fired"))
     table = Table(show_header=True)
     for column in ("rule", "slots (groups)", "window", "weight", "title", "lead", "body", "value", "adds"):
         table.add_column(column)
-    for rule in report["rules"]:
+    for rule in report.rules:
         table.add_row(
-            rule["rule"] + (" *" if rule["required"] else ""),
-            " + ".join("|".join(slot) for slot in rule["slots"]),
-            str(rule["window"]),
-            f"{rule['weight']:+g}",
-            str(rule["fired"]["title"]),
-            str(rule["fired"]["lead"]),
-            str(rule["fired"]["body"]),
-            f"{rule['value']:.2f}",
-            f"{rule['contribution']:+.2f}",
+            rule.rule + (" *" if rule.required else ""),
+            " + ".join("|".join(slot) for slot in rule.slots),
+            str(rule.window),
+            f"{rule.weight:+g}",
+            str(rule.fired.title),
+            str(rule.fired.lead),
+            str(rule.fired.body),
+            f"{rule.value:.2f}",
+            f"{rule.contribution:+.2f}",
         )
     out.print(table)
-    if report["required"]:
+    if report.required:
         out.print("* one of these rules must fire for a tag", style="dim")
-    for rule in report["rules"]:
-        for window in rule["windows"][:5]:
-            out.print(escape(f"  {rule['rule']} in the {window['where']}: «{window['text']}»"), highlight=False)
+    for rule in report.rules:
+        for window in rule.windows[:5]:
+            out.print(escape(f"  {rule.rule} in the {window.where}: «{window.text}»"), highlight=False)
     groups: dict[str, list[str]] = {}
-    for term in report["terms"]:
-        groups.setdefault(f"{term['group']} ({term['role']})", []).append(
-            f"{term['term']} {term['occurrences']['title']}/{term['occurrences']['body']}"
+    for matched in report.terms:
+        groups.setdefault(f"{matched.group} ({matched.role})", []).append(
+            f"{matched.term} {matched.occurrences.title}/{matched.occurrences.body}"
         )
     for group, terms in groups.items():
         out.print(escape(f"  {group}: {'، '.join(terms)}"), highlight=False)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from elasticsearch import Elasticsearch
 
 from pipeline.errors import ConfigError
 from pipeline.store.es import scan
-from pipeline.topics.profiles import Profile, explain, match_profile
+from pipeline.topics.profiles import Profile, RulesExplanation, WeightedExplanation, explain, match_profile
 
 __all__ = [
     "LABELS",
@@ -232,22 +232,22 @@ def evaluate_profile(
     )
 
 
-def _brief(report: dict[str, Any]) -> dict[str, Any]:
+def _brief(report: WeightedExplanation | RulesExplanation) -> dict[str, Any]:
     """What an analyst needs to see about a wrong call: the rules that fired, with their windows
     (or, for a profile of weighted terms, its heaviest contributions)."""
-    if report.get("model") == "rules":
+    if isinstance(report, RulesExplanation):
         fired = [
             {
-                "rule": rule["rule"],
-                "contribution": rule["contribution"],
-                "fired": rule["fired"],
-                "windows": [f"{window['where']}: {window['text']}" for window in rule["windows"][:3]],
+                "rule": rule.rule,
+                "contribution": rule.contribution,
+                "fired": asdict(rule.fired),
+                "windows": [f"{window.where}: {window.text}" for window in rule.windows[:3]],
             }
-            for rule in report["rules"]
-            if rule["windows"]
+            for rule in report.rules
+            if rule.windows
         ]
-        return {"logit": report["logit"], "capped": report["capped"], "rules": fired}
-    return {"terms": [f"{term['term']} {term['contribution']}" for term in report["terms"][:8]]}
+        return {"logit": report.logit, "capped": report.capped, "rules": fired}
+    return {"terms": [f"{term.term} {term.contribution}" for term in report.terms[:8]]}
 
 
 # --- dry run over the index -----------------------------------------------------------------------

@@ -23,9 +23,9 @@ import functools
 import json
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jsonschema  # type: ignore[import-untyped, unused-ignore]
 
@@ -42,6 +42,7 @@ from pipeline.topics.rules import (
     Rule,
     RuleEvaluation,
     RuleMatcher,
+    Window,
     compile_rules,
 )
 from pipeline.topics.terms import (
@@ -67,11 +68,21 @@ __all__ = [
     "MAX_SCORE",
     "NAME_KINDS",
     "SCHEMA_PATH",
+    "Explanation",
+    "ExplainedRule",
+    "ExplainedTerm",
     "Group",
+    "GroupTerm",
     "Match",
+    "Occurrences",
+    "Part",
     "Profile",
     "Rule",
+    "RuleFired",
+    "RuleWindow",
+    "RulesExplanation",
     "Term",
+    "WeightedExplanation",
     "explain",
     "load_profile",
     "load_profiles",
@@ -242,112 +253,230 @@ def tag_article(profiles: Sequence[Profile], *, title: str, body: str) -> tuple[
     return topics, matches
 
 
-def explain(profile: Profile, *, title: str, body: str) -> dict[str, Any]:
-    """Why an article scores what it does against ``profile``: JSON-ready.
+# --- explaining a score -------------------------------------------------------------------------
+
+Part = Literal["title", "body"]  # where in an article a term or a rule's window was found
+
+
+@dataclass(frozen=True, slots=True)
+class Occurrences:
+    title: int
+    body: int
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """How an article scores against one profile, whatever the profile's model."""
+
+    profile: str
+    title: str  # the profile's
+    score: float
+    threshold: float  # the tag threshold
+    alert_threshold: float
+    tagged: bool
+    alert: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON ``profile explain --json`` prints for the profile."""
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class ExplainedTerm:
+    """A weighted term the article names, and its share of the evidence."""
+
+    term: str
+    kind: str
+    weight: float
+    where: list[Part]
+    occurrences: Occurrences
+    contribution: float
+
+
+@dataclass(frozen=True, slots=True)
+class WeightedExplanation(Explanation):
+    model: Literal["weighted terms"] = field(init=False, default="weighted terms")
+    evidence: float
+    breadth: float
+    scale: str
+    terms: list[ExplainedTerm]  # best first
+
+
+@dataclass(frozen=True, slots=True)
+class RuleWindow:
+    """A place where a rule fired: its words (normalised) and the terms that filled its slots."""
+
+    where: Part
+    text: str
+    terms: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class RuleFired:
+    title: int  # windows in the title
+    body: int  # windows in the body
+    lead: int  # body windows that start in the lead
+
+
+@dataclass(frozen=True, slots=True)
+class ExplainedRule:
+    rule: str
+    note: str
+    slots: list[list[str]]  # each slot: the groups that fill it
+    window: int
+    weight: float
+    required: bool
+    fired: RuleFired
+    strength: float
+    value: float
+    contribution: float  # to the log-odds
+    windows: list[RuleWindow]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupTerm:
+    """A matched term of one of the profile's groups."""
+
+    term: str
+    group: str
+    role: str  # the group's: actor | beneficiary | relation | theatre | context
+    kind: str
+    where: list[Part]
+    occurrences: Occurrences
+
+
+@dataclass(frozen=True, slots=True)
+class RulesExplanation(Explanation):
+    model: Literal["rules"] = field(init=False, default="rules")
+    bias: float
+    logit: float
+    capped: bool  # no required rule fired: the score was held under the tag threshold
+    required: list[str]  # ids of the rules one of which must fire
+    body_words: int
+    scale: str
+    rules: list[ExplainedRule]  # in the profile's order
+    terms: list[GroupTerm]  # by group
+
+
+def explain(profile: Profile, *, title: str, body: str) -> WeightedExplanation | RulesExplanation:
+    """Why an article scores what it does against ``profile``.
 
     For a profile of rules: every rule with the windows where it fired (the words, in the title or
     the body), its value and its contribution to the log-odds; the matched terms of every group.
     For a profile of weighted terms: each term's share of the evidence (breadth included).
     """
     compiled, evaluation = _evaluate(profile, _tokens(title), _tokens(body))
-    report: dict[str, Any] = {
-        "profile": profile.id,
-        "title": profile.title,
-        "score": evaluation.score,
-        "threshold": profile.tag_threshold,
-        "alert_threshold": profile.alert_threshold,
-        "tagged": evaluation.score >= profile.tag_threshold,
-        "alert": evaluation.score >= profile.alert_threshold,
-    }
+    score = evaluation.score
+    # The fields of Explanation, in order: what both models report.
+    verdict = (
+        profile.id,
+        profile.title,
+        score,
+        profile.tag_threshold,
+        profile.alert_threshold,
+        score >= profile.tag_threshold,
+        score >= profile.alert_threshold,
+    )
     if isinstance(evaluation, WeightedEvaluation):
-        return report | _explain_weighted(profile, evaluation)
+        return WeightedExplanation(
+            *verdict,
+            evidence=round(evaluation.evidence, 3),
+            breadth=round(evaluation.breadth, 3),
+            scale="0-10: score = 10 * (1 - exp(-evidence / 10))",
+            terms=_explain_weighted(profile, evaluation),
+        )
     assert isinstance(compiled, RuleMatcher)
-    return report | _explain_rules(compiled, evaluation)
-
-
-def _explain_weighted(profile: Profile, evaluation: WeightedEvaluation) -> dict[str, Any]:
-    terms = []
-    for index, title_count, body_count, contribution in evaluation.rows:
-        term = profile.terms[index]
-        where = [part for part, count in (("title", title_count), ("body", body_count)) if count]
-        terms.append(
-            {
-                "term": term.text,
-                "kind": term.kind,
-                "weight": term.weight,
-                "where": where,
-                "occurrences": {"title": title_count, "body": body_count},
-                "contribution": round(contribution, 3),
-            }
-        )
-    return {
-        "model": "weighted terms",
-        "evidence": round(evaluation.evidence, 3),
-        "breadth": round(evaluation.breadth, 3),
-        "scale": "0-10: score = 10 * (1 - exp(-evidence / 10))",
-        "terms": terms,
-    }
-
-
-def _explain_rules(compiled: RuleMatcher, evaluation: RuleEvaluation) -> dict[str, Any]:
-    rules = []
-    for index, (rule, result) in enumerate(zip(compiled.rules, evaluation.rules, strict=True)):
-        windows = [
-            {
-                "where": where,
-                "text": " ".join(tokens[window.start : window.end]),
-                "terms": [compiled.terms[term].text for term in window.terms],
-            }
-            for where, found, tokens in (
-                ("title", result.title, evaluation.title_tokens),
-                ("body", result.body, evaluation.body_tokens),
-            )
-            for window in found
-        ]
-        rules.append(
-            {
-                "rule": rule.id,
-                "note": rule.note,
-                "slots": [list(slot) for slot in rule.slots],
-                "window": rule.window,
-                "weight": rule.weight,
-                "required": index in compiled.required,
-                "fired": {"title": len(result.title), "body": len(result.body), "lead": result.lead},
-                "strength": round(result.strength, 3),
-                "value": round(result.value, 3),
-                "contribution": round(result.contribution, 3),
-                "windows": windows,
-            }
-        )
-    terms = [
-        {
-            "term": compiled.terms[index].text,
-            "group": compiled.groups[compiled.term_group[index]].id,
-            "role": compiled.groups[compiled.term_group[index]].role,
-            "kind": compiled.terms[index].kind,
-            "where": [
-                part for part, count in zip(("title", "body"), evaluation.occurrences[index], strict=True) if count
-            ],
-            "occurrences": dict(zip(("title", "body"), evaluation.occurrences[index], strict=True)),
-        }
-        for index in sorted(evaluation.occurrences, key=lambda index: (compiled.term_group[index], index))
-    ]
-    return {
-        "model": "rules",
-        "bias": compiled.bias,
-        "logit": round(evaluation.logit, 3),
-        "capped": evaluation.capped,
-        "required": [compiled.rules[index].id for index in sorted(compiled.required)],
-        "body_words": evaluation.body_words,
-        "scale": (
+    return RulesExplanation(
+        *verdict,
+        bias=compiled.bias,
+        logit=round(evaluation.logit, 3),
+        capped=evaluation.capped,
+        required=[compiled.rules[index].id for index in sorted(compiled.required)],
+        body_words=evaluation.body_words,
+        scale=(
             "0-10: score = 10 / (1 + exp(-logit)), logit = bias + sum of contributions; a rule's value is "
             f"1 - exp(-n / 1.5), n = {TITLE_FACTOR:g} x title windows + {LEAD_FACTOR:g} x windows in the "
             f"first {LEAD_WORDS} words + min(1, {REFERENCE_WORDS} / body words) x the sum over body windows of "
             f"(1 - {POSITION_DECAY:g} x the window's position in the body, 0 to 1)"
         ),
-        "rules": rules,
-        "terms": terms,
-    }
+        rules=_explain_rules(compiled, evaluation),
+        terms=_explain_group_terms(compiled, evaluation),
+    )
+
+
+def _parts(title_count: int, body_count: int) -> list[Part]:
+    parts: list[Part] = []
+    if title_count:
+        parts.append("title")
+    if body_count:
+        parts.append("body")
+    return parts
+
+
+def _explain_weighted(profile: Profile, evaluation: WeightedEvaluation) -> list[ExplainedTerm]:
+    return [
+        ExplainedTerm(
+            term=profile.terms[index].text,
+            kind=profile.terms[index].kind,
+            weight=profile.terms[index].weight,
+            where=_parts(title_count, body_count),
+            occurrences=Occurrences(title=title_count, body=body_count),
+            contribution=round(contribution, 3),
+        )
+        for index, title_count, body_count, contribution in evaluation.rows
+    ]
+
+
+def _explain_rules(compiled: RuleMatcher, evaluation: RuleEvaluation) -> list[ExplainedRule]:
+    rules = []
+    for index, (rule, result) in enumerate(zip(compiled.rules, evaluation.rules, strict=True)):
+        found: tuple[tuple[Part, tuple[Window, ...], tuple[str, ...]], ...] = (
+            ("title", result.title, evaluation.title_tokens),
+            ("body", result.body, evaluation.body_tokens),
+        )
+        windows = [
+            RuleWindow(
+                where=where,
+                text=" ".join(tokens[window.start : window.end]),
+                terms=[compiled.terms[term].text for term in window.terms],
+            )
+            for where, in_part, tokens in found
+            for window in in_part
+        ]
+        rules.append(
+            ExplainedRule(
+                rule=rule.id,
+                note=rule.note,
+                slots=[list(slot) for slot in rule.slots],
+                window=rule.window,
+                weight=rule.weight,
+                required=index in compiled.required,
+                fired=RuleFired(title=len(result.title), body=len(result.body), lead=result.lead),
+                strength=round(result.strength, 3),
+                value=round(result.value, 3),
+                contribution=round(result.contribution, 3),
+                windows=windows,
+            )
+        )
+    return rules
+
+
+def _explain_group_terms(compiled: RuleMatcher, evaluation: RuleEvaluation) -> list[GroupTerm]:
+    terms = []
+    for index in sorted(evaluation.occurrences, key=lambda index: (compiled.term_group[index], index)):
+        group = compiled.groups[compiled.term_group[index]]
+        title_count, body_count = evaluation.occurrences[index]
+        terms.append(
+            GroupTerm(
+                term=compiled.terms[index].text,
+                group=group.id,
+                role=group.role,
+                kind=compiled.terms[index].kind,
+                where=_parts(title_count, body_count),
+                occurrences=Occurrences(title=title_count, body=body_count),
+            )
+        )
+    return terms
 
 
 # --- profile files ------------------------------------------------------------------------------

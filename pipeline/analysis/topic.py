@@ -1,5 +1,6 @@
-"""How outlets covered one story or a whole topic (issue #9): who reported first, who carried it and who
-ignored it, what each version added or dropped, and which words each outlet prefers.
+"""How outlets covered a whole topic (issue #9): articles per outlet over time, each outlet's share of
+the topic against its share of everything, who reported the largest stories first and who ignored
+them, and which words each outlet prefers. One story's coverage is :mod:`pipeline.analysis.story`.
 
 Every figure except the distinctive terms comes from Elasticsearch aggregations, so the cost does not
 grow with what has to be held in memory: ``compare_topic`` makes one search with several aggregations
@@ -7,6 +8,8 @@ grow with what has to be held in memory: ``compare_topic`` makes one search with
 the term samples. The terms statistic (:mod:`pipeline.analysis.terms`) reads at most ``sample`` articles
 per outlet, the most recent of the period. The aggregations work on the embedded server too (terms,
 filter, date_histogram, cardinality, top_hits; never min/max on dates, which it answers with null).
+
+The result is a frozen record; ``to_dict()`` is the JSON ``compare topic --json`` prints.
 """
 
 from __future__ import annotations
@@ -14,16 +17,18 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from elasticsearch import Elasticsearch
 
-from pipeline.analysis.related import story_versions
+from pipeline.analysis.story import MAX_OUTLETS, NoCoverage
 from pipeline.analysis.terms import (
     MIN_DOCS,
     MIN_Z,
     PRIOR_SCALE,
+    Score,
     count_terms,
     display_forms,
     distinctive_terms,
@@ -35,29 +40,36 @@ from pipeline.records import parse_iso
 from pipeline.store.es import translated
 
 __all__ = [
-    "NoCoverage",
     "SAMPLE_PER_OUTLET",
     "TOP_CLUSTERS",
-    "compare_story",
+    "TOP_TERMS",
+    "ClusterOutlet",
+    "DistinctiveTerm",
+    "Interval",
+    "OutletLag",
+    "OutletShare",
+    "OutletTerms",
+    "OverTime",
+    "Period",
+    "StoryCluster",
+    "TermsMethod",
+    "TopicComparison",
+    "TopicTerms",
+    "Totals",
+    "Verdict",
     "compare_topic",
-    "format_lag",
     "parse_when",
 ]
 
 SAMPLE_PER_OUTLET = 2000  # articles per outlet read for the terms statistic, the most recent first
 TOP_CLUSTERS = 20
 TOP_TERMS = 10
-STORY_WINDOW_HOURS = 48
-MAX_OUTLETS = 1000  # terms buckets for outlets; more are counted in "other_outlets"
-MAX_VERSIONS = 500
 PAGE = 10_000  # hits per page of the term samples (the most a search may return)
 Z_SIGNIFICANT = 1.96
 
 Progress = Callable[[str, int, int], None]
-
-
-class NoCoverage(IndexingError):
-    """Nothing in the index to compare: no such article or cluster, no article tagged with the profile."""
+Interval = Literal["day", "week", "month"]  # the calendar unit of the counts over time
+Verdict = Literal["over", "under", "in line"]  # an outlet's topic rate against the others' (|z| >= 1.96)
 
 
 def parse_when(value: str, *, end: bool = False) -> datetime:
@@ -72,26 +84,6 @@ def parse_when(value: str, *, end: bool = False) -> datetime:
     if end and len(text) == 10:
         when += timedelta(days=1)
     return when
-
-
-LAG_WORDS = ("first", "min", "h", "d")  # the first report; minutes, hours, days
-
-
-def format_lag(minutes: float | None, words: tuple[str, str, str, str] = LAG_WORDS) -> str:
-    """``first``, ``+25 min``, ``+3 h 10 min``, ``+2 d 4 h``; empty when not covered. ``words`` gives
-    the first report's name and the units (the HTML report uses Arabic ones)."""
-    if minutes is None:
-        return ""
-    first, mins, hrs, days_ = words
-    m = round(minutes)
-    if m == 0:
-        return first
-    if m < 60:
-        return f"+{m} {mins}"
-    if m < 48 * 60:
-        return f"+{m // 60} {hrs} {m % 60} {mins}" if m % 60 else f"+{m // 60} {hrs}"
-    days, hours = m // 1440, m % 1440 // 60
-    return f"+{days} {days_} {hours} {hrs}" if hours else f"+{days} {days_}"
 
 
 def _iso(when: datetime) -> str:
@@ -117,86 +109,172 @@ def _msearch(es: Elasticsearch, alias: str, bodies: Sequence[dict[str, Any]]) ->
     return [dict(r) for r in responses]
 
 
-# --- one story ------------------------------------------------------------------------------------
+# --- the result -----------------------------------------------------------------------------------
 
 
-def compare_story(es: Elasticsearch, alias: str, ref: str, *, window_hours: int = STORY_WINDOW_HOURS) -> dict[str, Any]:
-    """One story cluster, given an article id or a cluster id: its versions in order of publication (lag
-    behind the first, headline, sentences added to, dropped from or reworded against the first), each
-    outlet's first version, and the outlets that published other articles within ``window_hours`` of the
-    first report but did not carry the story.
+@dataclass(frozen=True, slots=True)
+class Period:
+    since: str  # ISO 8601, UTC
+    until: str  # exclusive
+    interval: Interval
 
-    Raises:
-        NoCoverage: no article and no cluster with that id.
-        IndexingError: the index cannot be read.
-    """
-    hits = _search(
-        es,
-        alias,
-        size=1,
-        query={"bool": {"should": [{"ids": {"values": [ref]}}, {"term": {"cluster_id": ref}}]}},
-        source_includes=["cluster_id"],
-    )["hits"]["hits"]
-    if not hits:
-        raise NoCoverage(f"no article or story cluster with id {ref} in {alias}", url=alias)
-    # The hit is the article itself, or (when ref is a cluster id) one of its members.
-    is_article = hits[0]["_id"] == ref
-    cluster_id = (hits[0]["_source"].get("cluster_id") or ref) if is_article else ref
-    versions = story_versions(es, alias, cluster_id, this_id=ref if is_article else None, limit=MAX_VERSIONS)
-    first = versions[0]
-    outlets: dict[str, dict[str, Any]] = {}
-    for version in versions:
-        entry = outlets.setdefault(
-            version["outlet"],
-            {
-                "outlet": version["outlet"],
-                "first_at": version["published_at"],
-                "lag_minutes": version["lag_minutes"],
-                "versions": 0,
-            },
-        )
-        entry["versions"] += 1
-    start = parse_iso(first["published_at"])
-    window = _search(
-        es,
-        alias,
-        size=0,
-        query={
-            "bool": {
-                "filter": [
-                    {"range": {"published_at": {"gte": _iso(start), "lt": _iso(start + timedelta(hours=window_hours))}}}
-                ],
-                "must_not": [{"term": {"cluster_id": cluster_id}}],
-            }
-        },
-        aggs={"outlets": {"terms": {"field": "outlet", "size": MAX_OUTLETS}}},
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    articles: int  # everything the outlets published in the period
+    topic_articles: int
+    topic_clusters: int
+    outlets: int
+    outlets_covering: int  # with at least one topic article
+    articles_of_unlisted_outlets: int  # beyond MAX_OUTLETS
+
+
+@dataclass(frozen=True, slots=True)
+class OutletShare:
+    """An outlet's share of the topic against its share of all coverage."""
+
+    outlet: str
+    topic_articles: int
+    all_articles: int
+    topic_share: float
+    all_share: float
+    ratio: float | None  # topic share / all share
+    topic_rate: float  # topic articles / all articles
+    z: float | None  # two-proportion z of its topic rate against the other outlets'
+    verdict: Verdict
+
+
+@dataclass(frozen=True, slots=True)
+class OverTime:
+    interval: Interval
+    starts: list[str]  # the buckets' first days
+    outlets: dict[str, list[int]]  # topic articles per bucket, for each outlet that covered the topic
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterOutlet:
+    outlet: str
+    first_at: str
+    lag_minutes: int  # behind the cluster's first report
+    articles: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoryCluster:
+    """One of the topic's largest story clusters: who reported it first, who followed, who never did."""
+
+    cluster_id: str
+    topic_articles: int  # copies tagged with the topic, in the period
+    articles: int  # every copy, tagged or not, in the period or after
+    title: str  # the first report's
+    first_outlet: str | None
+    first_at: str | None
+    outlets: list[ClusterOutlet]  # in order of their first copy
+    missing: list[str]  # active outlets that never carried it
+
+
+@dataclass(frozen=True, slots=True)
+class OutletLag:
+    outlet: str
+    clusters_covered: int
+    clusters_missed: int
+    first_reports: int
+    median_lag_minutes: float | None
+    lags_minutes: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class TermsMethod:
+    """How the distinctive terms were computed, in words and figures."""
+
+    statistic: str = field(
+        init=False,
+        default="log-odds ratio with an informative Dirichlet prior (Monroe, Colaresi & Quinn 2008), "
+        "each outlet against all other outlets of the topic, ranked by z",
     )
-    silent = [
-        {"outlet": b["key"], "articles_in_window": b["doc_count"]}
-        for b in window["aggregations"]["outlets"]["buckets"]
-        if b["key"] not in outlets
-    ]
-    return {
-        "query": ref,
-        "cluster_id": cluster_id,
-        "first": {"outlet": first["outlet"], "published_at": first["published_at"], "title": first["title"]},
-        "versions": versions,
-        "outlets": list(outlets.values()),
-        "not_carried_by": sorted(silent, key=lambda s: (-s["articles_in_window"], s["outlet"])),
-        "window_hours": window_hours,
-        "truncated": len(versions) >= MAX_VERSIONS,
-    }
+    alpha0: float
+    prior_scale: float
+    prior: str = field(
+        init=False,
+        default="alpha_w = alpha0 * y_w / n: y_w the count of w in the whole topic sample, n its tokens; "
+        "alpha0 = prior_scale * n",
+    )
+    sample_per_outlet: int
+    min_docs: int
+    min_z: float
+    tokens: str = field(
+        init=False,
+        default="normalised Arabic, clitics off, Snowball stems, stop words dropped; words and adjacent pairs",
+    )
 
 
-# --- a topic --------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class DistinctiveTerm:
+    term: str  # as the outlet commonly writes it
+    key: str  # the stems it is counted by
+    z: float
+    delta: float
+    count: int  # in the outlet's sample
+    docs: int  # articles of the sample it occurs in
+    per_10k: float  # per 10,000 tokens of the outlet
+    others_per_10k: float  # per 10,000 tokens of the other outlets
+
+    @classmethod
+    def of(cls, score: Score, *, term: str) -> DistinctiveTerm:
+        return cls(
+            term=term,
+            key=score.key,
+            z=round(score.z, 3),
+            delta=round(score.delta, 4),
+            count=score.count,
+            docs=score.docs,
+            per_10k=round(score.rate, 2),
+            others_per_10k=round(score.rest_rate, 2),
+        )
 
 
-def _interval(since: datetime, until: datetime) -> str:
+@dataclass(frozen=True, slots=True)
+class OutletTerms:
+    articles_sampled: int
+    tokens: int
+    terms: list[DistinctiveTerm]  # best first
+
+
+@dataclass(frozen=True, slots=True)
+class TopicTerms:
+    method: TermsMethod
+    outlets: dict[str, OutletTerms]  # in the order of the coverage table
+
+
+@dataclass(frozen=True, slots=True)
+class TopicComparison:
+    """What ``compare topic`` reports."""
+
+    profile: str
+    period: Period
+    outlets_filter: list[str] | None
+    totals: Totals
+    coverage: list[OutletShare]  # most topic articles first
+    over_time: OverTime
+    clusters: list[StoryCluster]  # largest first
+    lag_by_outlet: list[OutletLag]
+    never_covered_largest: list[str]  # outlets that carried none of the clusters
+    terms: TopicTerms
+    profile_title: str | None = None  # the profile's title, when the caller knows the profiles
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --- the figures ----------------------------------------------------------------------------------
+
+
+def _interval(since: datetime, until: datetime) -> Interval:
     days = (until - since).total_seconds() / 86400
     return "day" if days <= 92 else "week" if days <= 731 else "month"
 
 
-def _bucket_starts(since: datetime, until: datetime, interval: str) -> list[datetime]:
+def _bucket_starts(since: datetime, until: datetime, interval: Interval) -> list[datetime]:
     """The starts of the calendar buckets (UTC; weeks start on Monday) covering [since, until)."""
     day = since.replace(hour=0, minute=0, second=0, microsecond=0)
     if interval == "week":
@@ -232,11 +310,11 @@ def _topic_bounds(es: Elasticsearch, alias: str, filters: list[dict[str, Any]]) 
     )
 
 
-def _coverage(topic: dict[str, int], everything: dict[str, int]) -> list[dict[str, Any]]:
+def _coverage(topic: dict[str, int], everything: dict[str, int]) -> list[OutletShare]:
     """Each outlet's share of the topic against its share of all coverage, with a two-proportion z
     (the outlet's topic rate against the other outlets')."""
     t_all, a_all = sum(topic.values()), sum(everything.values())
-    rows: list[dict[str, Any]] = []
+    rows: list[OutletShare] = []
     for outlet, a in everything.items():
         t = topic.get(outlet, 0)
         topic_share, all_share = t / t_all if t_all else 0.0, a / a_all
@@ -246,32 +324,32 @@ def _coverage(topic: dict[str, int], everything: dict[str, int]) -> list[dict[st
             pooled = t_all / a_all
             se = math.sqrt(pooled * (1 - pooled) * (1 / a + 1 / rest))
             z = ((t / a) - (t_all - t) / rest) / se
-        verdict = "in line"
+        verdict: Verdict = "in line"
         if z is not None and z >= Z_SIGNIFICANT:
             verdict = "over"
         elif z is not None and z <= -Z_SIGNIFICANT:
             verdict = "under"
         rows.append(
-            {
-                "outlet": outlet,
-                "topic_articles": t,
-                "all_articles": a,
-                "topic_share": round(topic_share, 4),
-                "all_share": round(all_share, 4),
-                "ratio": round(topic_share / all_share, 3) if all_share else None,
-                "topic_rate": round(t / a, 4),
-                "z": None if z is None else round(z, 2),
-                "verdict": verdict,
-            }
+            OutletShare(
+                outlet=outlet,
+                topic_articles=t,
+                all_articles=a,
+                topic_share=round(topic_share, 4),
+                all_share=round(all_share, 4),
+                ratio=round(topic_share / all_share, 3) if all_share else None,
+                topic_rate=round(t / a, 4),
+                z=None if z is None else round(z, 2),
+                verdict=verdict,
+            )
         )
-    rows.sort(key=lambda r: (-r["topic_articles"], -r["all_articles"], r["outlet"]))
+    rows.sort(key=lambda r: (-r.topic_articles, -r.all_articles, r.outlet))
     return rows
 
 
-def _clusters(order: list[dict[str, Any]], coverage: dict[str, Any], active: list[str]) -> list[dict[str, Any]]:
+def _clusters(order: list[dict[str, Any]], coverage: dict[str, Any], active: list[str]) -> list[StoryCluster]:
     """Each large cluster: who reported first, every carrying outlet's lag, the outlets that did not."""
     by_id = {b["key"]: b for b in coverage["aggregations"]["clusters"]["buckets"]}
-    out = []
+    out: list[StoryCluster] = []
     for bucket in order:
         cov = by_id.get(bucket["key"])
         firsts = []
@@ -282,43 +360,43 @@ def _clusters(order: list[dict[str, Any]], coverage: dict[str, Any], active: lis
         start = parse_iso(firsts[0][0]) if firsts else None
         carried = {outlet for _, outlet, _, _ in firsts}
         out.append(
-            {
-                "cluster_id": bucket["key"],
-                "topic_articles": bucket["doc_count"],
-                "articles": sum(f[3] for f in firsts),
-                "title": firsts[0][2] if firsts else "",
-                "first_outlet": firsts[0][1] if firsts else None,
-                "first_at": firsts[0][0] if firsts else None,
-                "outlets": [
-                    {
-                        "outlet": outlet,
-                        "first_at": at,
-                        "lag_minutes": round((parse_iso(at) - start).total_seconds() / 60) if start else 0,
-                        "articles": n,
-                    }
+            StoryCluster(
+                cluster_id=bucket["key"],
+                topic_articles=bucket["doc_count"],
+                articles=sum(f[3] for f in firsts),
+                title=firsts[0][2] if firsts else "",
+                first_outlet=firsts[0][1] if firsts else None,
+                first_at=firsts[0][0] if firsts else None,
+                outlets=[
+                    ClusterOutlet(
+                        outlet=outlet,
+                        first_at=at,
+                        lag_minutes=round((parse_iso(at) - start).total_seconds() / 60) if start else 0,
+                        articles=n,
+                    )
                     for at, outlet, _, n in firsts
                 ],
-                "missing": [o for o in active if o not in carried],
-            }
+                missing=[o for o in active if o not in carried],
+            )
         )
     return out
 
 
-def _lags(clusters: list[dict[str, Any]], active: list[str]) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
+def _lags(clusters: list[StoryCluster], active: list[str]) -> list[OutletLag]:
+    rows: list[OutletLag] = []
     for outlet in active:
-        lags = [o["lag_minutes"] for c in clusters for o in c["outlets"] if o["outlet"] == outlet]
+        lags = [o.lag_minutes for c in clusters for o in c.outlets if o.outlet == outlet]
         rows.append(
-            {
-                "outlet": outlet,
-                "clusters_covered": len(lags),
-                "clusters_missed": len(clusters) - len(lags),
-                "first_reports": sum(1 for c in clusters if c["first_outlet"] == outlet),
-                "median_lag_minutes": statistics.median(lags) if lags else None,
-                "lags_minutes": lags,
-            }
+            OutletLag(
+                outlet=outlet,
+                clusters_covered=len(lags),
+                clusters_missed=len(clusters) - len(lags),
+                first_reports=sum(1 for c in clusters if c.first_outlet == outlet),
+                median_lag_minutes=statistics.median(lags) if lags else None,
+                lags_minutes=lags,
+            )
         )
-    rows.sort(key=lambda r: (-r["clusters_covered"], r["median_lag_minutes"] or 0, r["outlet"]))
+    rows.sort(key=lambda r: (-r.clusters_covered, r.median_lag_minutes or 0, r.outlet))
     return rows
 
 
@@ -400,7 +478,7 @@ def compare_topic(
     sample: int = SAMPLE_PER_OUTLET,
     prior_scale: float = PRIOR_SCALE,
     progress: Progress | None = None,
-) -> dict[str, Any]:
+) -> TopicComparison:
     """Coverage of a topic (articles tagged with ``profile``) between ``since`` and ``until`` (exclusive;
     by default the days of its first and last article), by the given ``outlets`` (default: all): articles
     per outlet per day (week, month for long periods), each outlet's share of the topic against its share
@@ -515,32 +593,30 @@ def compare_topic(
     cluster_rows = _clusters(order, coverage, active)
     term_section = _distinctive(texts, terms=terms, prior_scale=prior_scale, sample=sample, names=active)
     report("queries", steps, steps)
-    total_topic = topic_aggs["doc_count"]
-    return {
-        "profile": profile,
-        "period": {"since": _iso(since), "until": _iso(until), "interval": interval},
-        "outlets_filter": list(outlets) if outlets else None,
-        "totals": {
-            "articles": sum(everything.values()) + aggs["outlets"].get("sum_other_doc_count", 0),
-            "topic_articles": total_topic,
-            "topic_clusters": topic_aggs["cluster_count"]["value"],
-            "outlets": len(active),
-            "outlets_covering": len(topic_outlets),
-            "articles_of_unlisted_outlets": aggs["outlets"].get("sum_other_doc_count", 0),
-        },
-        "coverage": _coverage(topic_counts, everything),
-        "over_time": {
-            "interval": interval,
-            "starts": [s.date().isoformat() for s in starts],
-            "outlets": {o: [over_time.get(o, {}).get(s.date().isoformat(), 0) for s in starts] for o in topic_outlets},
-        },
-        "clusters": cluster_rows,
-        "lag_by_outlet": _lags(cluster_rows, active),
-        "never_covered_largest": [o for o in active if all(o in c["missing"] for c in cluster_rows)]
-        if cluster_rows
-        else [],
-        "terms": term_section,
-    }
+    unlisted = aggs["outlets"].get("sum_other_doc_count", 0)
+    return TopicComparison(
+        profile=profile,
+        period=Period(since=_iso(since), until=_iso(until), interval=interval),
+        outlets_filter=list(outlets) if outlets else None,
+        totals=Totals(
+            articles=sum(everything.values()) + unlisted,
+            topic_articles=topic_aggs["doc_count"],
+            topic_clusters=topic_aggs["cluster_count"]["value"],
+            outlets=len(active),
+            outlets_covering=len(topic_outlets),
+            articles_of_unlisted_outlets=unlisted,
+        ),
+        coverage=_coverage(topic_counts, everything),
+        over_time=OverTime(
+            interval=interval,
+            starts=[s.date().isoformat() for s in starts],
+            outlets={o: [over_time.get(o, {}).get(s.date().isoformat(), 0) for s in starts] for o in topic_outlets},
+        ),
+        clusters=cluster_rows,
+        lag_by_outlet=_lags(cluster_rows, active),
+        never_covered_largest=[o for o in active if all(o in c.missing for c in cluster_rows)] if cluster_rows else [],
+        terms=term_section,
+    )
 
 
 def _scope_text(outlets: Sequence[str] | None) -> str:
@@ -549,7 +625,7 @@ def _scope_text(outlets: Sequence[str] | None) -> str:
 
 def _distinctive(
     texts: dict[str, list[str]], *, terms: int, prior_scale: float, sample: int, names: list[str]
-) -> dict[str, Any]:
+) -> TopicTerms:
     # In the order of the coverage table (most topic articles first), not of the samples' arrival.
     counts = {outlet: count_terms(texts[outlet]) for outlet in names if outlet in texts}
     comparison = log_odds(counts, prior_scale=prior_scale)
@@ -561,25 +637,16 @@ def _distinctive(
     forms: dict[str, str] = {}
     for outlet, top in ranked.items():
         forms.update({f"{outlet}\x00{k}": v for k, v in display_forms(texts[outlet], {s.key for s in top}).items()})
-    return {
-        "method": {
-            "statistic": "log-odds ratio with an informative Dirichlet prior (Monroe, Colaresi & Quinn 2008), "
-            "each outlet against all other outlets of the topic, ranked by z",
-            "alpha0": alpha0,
-            "prior_scale": prior_scale,
-            "prior": "alpha_w = alpha0 * y_w / n: y_w the count of w in the whole topic sample, n its tokens; "
-            "alpha0 = prior_scale * n",
-            "sample_per_outlet": sample,
-            "min_docs": MIN_DOCS,
-            "min_z": MIN_Z,
-            "tokens": "normalised Arabic, clitics off, Snowball stems, stop words dropped; words and adjacent pairs",
-        },
-        "outlets": {
-            outlet: {
-                "articles_sampled": counts[outlet].articles,
-                "tokens": counts[outlet].tokens,
-                "terms": [{"term": forms.get(f"{outlet}\x00{s.key}", s.key), **s.to_dict()} for s in ranked[outlet]],
-            }
+    return TopicTerms(
+        method=TermsMethod(
+            alpha0=alpha0, prior_scale=prior_scale, sample_per_outlet=sample, min_docs=MIN_DOCS, min_z=MIN_Z
+        ),
+        outlets={
+            outlet: OutletTerms(
+                articles_sampled=counts[outlet].articles,
+                tokens=counts[outlet].tokens,
+                terms=[DistinctiveTerm.of(s, term=forms.get(f"{outlet}\x00{s.key}", s.key)) for s in ranked[outlet]],
+            )
             for outlet in counts
         },
-    }
+    )
