@@ -1,7 +1,22 @@
 """The pipeline's exception tree.
 
+    PipelineError
+    ├── ConfigError            bad configuration: the command cannot start
+    ├── FeedError              a feed could not be parsed
+    ├── FetchError             a download failed (network, status, timeout)
+    │   ├── RefusedURL         a URL or redirect target that is not allowed
+    │   ├── TooLarge           over the size cap
+    │   └── RateLimited        the server asked to come back later
+    ├── ExtractError           no usable body in the page nor in the feed entry
+    ├── LanguageRejected       not in the configured languages
+    ├── IndexingError          the search server is unreachable or refused
+    │   └── NoCoverage         nothing in the index to compare
+    └── AlertError             an alert could not be delivered
+        └── MailServerUnreachable
+
 Every error carries the ``url`` and ``feed_id`` it concerns (either may be empty), so a batch can log
-and count it and go on. Library errors are translated at the edge with ``raise ... from err``.
+and count it and go on. Library errors are translated at the edge with ``raise ... from err`` (the
+search client's in one place: ``store/es.py`` ``translated``).
 """
 
 from __future__ import annotations
@@ -66,6 +81,10 @@ class LanguageRejected(PipelineError):
 
 class IndexingError(PipelineError):
     """The search index is unreachable or refused a write."""
+
+
+class NoCoverage(IndexingError):
+    """Nothing in the index to compare: no such article or cluster, no article tagged with the profile."""
 
 
 class AlertError(PipelineError):

@@ -16,7 +16,7 @@ import yaml
 from elasticsearch import Elasticsearch
 
 from pipeline.analysis import topic as topic_module
-from pipeline.analysis.story import FirstReport, NoCoverage, compare_story, format_lag
+from pipeline.analysis.story import FirstReport, compare_story, format_lag
 from pipeline.analysis.terms import (
     TermCounts,
     _terms_of,
@@ -27,6 +27,7 @@ from pipeline.analysis.terms import (
 )
 from pipeline.analysis.topic import Period, compare_topic, parse_when
 from pipeline.arabic.normalize import normalize_for_hash, normalize_text, word_count
+from pipeline.errors import NoCoverage
 from pipeline.records import Article
 from pipeline.store import index
 from pipeline.store.es import bulk_write

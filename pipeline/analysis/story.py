@@ -16,7 +16,7 @@ from typing import Any
 from elasticsearch import Elasticsearch
 
 from pipeline.arabic.normalize import normalize_for_hash
-from pipeline.errors import IndexingError
+from pipeline.errors import NoCoverage
 from pipeline.records import iso, parse_iso
 from pipeline.store import index
 from pipeline.store.es import translated
@@ -48,10 +48,6 @@ MAX_OUTLETS = 1000  # terms buckets for outlets; a topic counts the rest in arti
 # Sentence ends: Latin and Arabic full stops, question and exclamation marks, semicolons, line breaks.
 _SENTENCE_END = re.compile(r"(?<=[.!?؟؛۔])\s+|\n+")
 REWORDED = 0.5  # word overlap above which two sentences are one sentence reworded
-
-
-class NoCoverage(IndexingError):
-    """Nothing in the index to compare: no such article or cluster, no article tagged with the profile."""
 
 
 LAG_WORDS = ("first", "min", "h", "d")  # the first report; minutes, hours, days

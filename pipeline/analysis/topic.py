@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from elasticsearch import Elasticsearch
 
-from pipeline.analysis.story import MAX_OUTLETS, NoCoverage
+from pipeline.analysis.story import MAX_OUTLETS
 from pipeline.analysis.terms import (
     MIN_DOCS,
     MIN_Z,
@@ -35,7 +35,7 @@ from pipeline.analysis.terms import (
     log_odds,
     name_keys,
 )
-from pipeline.errors import IndexingError
+from pipeline.errors import IndexingError, NoCoverage
 from pipeline.records import parse_iso
 from pipeline.store.es import translated
 

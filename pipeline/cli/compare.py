@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from pipeline import log
-from pipeline.analysis.story import STORY_WINDOW_HOURS, NoCoverage, StoryComparison, compare_story, format_lag
+from pipeline.analysis.story import STORY_WINDOW_HOURS, StoryComparison, compare_story, format_lag
 from pipeline.analysis.terms import PRIOR_SCALE
 from pipeline.analysis.topic import (
     SAMPLE_PER_OUTLET,
@@ -34,7 +34,7 @@ from pipeline.cli.common import (
     progress_bar,
     settings_from,
 )
-from pipeline.errors import ConfigError, IndexingError
+from pipeline.errors import ConfigError, IndexingError, NoCoverage
 from pipeline.topics.profiles import load_profiles
 
 app: typer.Typer = typer.Typer(
