@@ -11,6 +11,7 @@
     ├── LanguageRejected       not in the configured languages
     ├── IndexingError          the search server is unreachable or refused
     │   └── NoCoverage         nothing in the index to compare
+    ├── LandingError           a landing-area batch cannot be written or read
     └── AlertError             an alert could not be delivered
         └── MailServerUnreachable
 
@@ -85,6 +86,10 @@ class IndexingError(PipelineError):
 
 class NoCoverage(IndexingError):
     """Nothing in the index to compare: no such article or cluster, no article tagged with the profile."""
+
+
+class LandingError(PipelineError):
+    """A landing-area batch cannot be written or read."""
 
 
 class AlertError(PipelineError):

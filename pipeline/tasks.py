@@ -16,13 +16,13 @@ from urllib.parse import urlsplit
 from elasticsearch import Elasticsearch
 
 from pipeline import log
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, LandingError
 from pipeline.ingest.collect import collect, commit_collected
 from pipeline.ingest.feeds import enabled_feeds, load_feeds
 from pipeline.settings import Settings
 from pipeline.store.embedded import embedded_elasticsearch
 from pipeline.store.es import connect
-from pipeline.store.landing import Landing, LandingError, batch_ref
+from pipeline.store.landing import Landing, batch_ref
 from pipeline.stories.cluster import prepare_index
 from pipeline.stories.process import process
 from pipeline.topics.profiles import load_profiles

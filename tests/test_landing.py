@@ -12,9 +12,10 @@ import pytest
 import yaml
 from factories import make_article
 
+from pipeline.errors import LandingError
 from pipeline.records import Article
 from pipeline.settings import Settings
-from pipeline.store.landing import Landing, LandingError, batch_ref
+from pipeline.store.landing import Landing, batch_ref
 from pipeline.tasks import plan_feed_batches, plan_processing, process_landed
 
 WHEN = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)

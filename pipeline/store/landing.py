@@ -29,16 +29,12 @@ import fsspec  # type: ignore[import-untyped]
 from fsspec.implementations.local import LocalFileSystem  # type: ignore[import-untyped]
 
 from pipeline import log
-from pipeline.errors import ConfigError, PipelineError
+from pipeline.errors import ConfigError, LandingError
 from pipeline.records import Article, iso
 
 _log = log.get(__name__)
 FORMAT = 1
 _REF = re.compile(r"^\d{4}-\d{2}-\d{2}/[A-Za-z0-9._-]{1,200}$")
-
-
-class LandingError(PipelineError):
-    """A batch cannot be written or read."""
 
 
 @dataclass(frozen=True, slots=True)
