@@ -13,7 +13,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from pipeline.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-# The feed list a data directory may carry (the demo writes one): the default when FEEDS_FILE is unset.
+# The demo keeps its data in DATA_DIR/demo, with the feed list it polled: there, the default feed list.
+DEMO_DIR = "demo"
 DATA_DIR_FEEDS = "feeds.yaml"
 DEFAULT_DATA_DIR = Path("data")
 
@@ -239,11 +240,12 @@ class Settings:
                 values[attr] = conv(v, name)
         values.update({k: v for k, v in overrides.items() if v is not None})
         if "feeds_file" not in values:
-            # A data directory that carries its own feed list (the demo's, DATA_DIR/demo) is read with it:
-            # its feeds' states live in the index beside it.
-            own = Path(values.get("data_dir", DEFAULT_DATA_DIR)) / DATA_DIR_FEEDS
-            if own.is_file():
-                values["feeds_file"] = own
+            # The demo's data directory (DATA_DIR/demo) carries the feed list its index was filled from:
+            # commands pointed at it read that list, not the seed list. Only a directory named demo: a
+            # feeds.yaml that happens to lie in another data directory is not taken behind the user's back.
+            data_dir = Path(values.get("data_dir", DEFAULT_DATA_DIR))
+            if data_dir.name == DEMO_DIR and (data_dir / DATA_DIR_FEEDS).is_file():
+                values["feeds_file"] = data_dir / DATA_DIR_FEEDS
         return cls(**values).validated()
 
     def validated(self) -> Settings:
