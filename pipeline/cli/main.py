@@ -208,6 +208,7 @@ def demo(
 
 
 def _demo(base: Settings, demo_dir: Path, *, as_json: bool) -> None:
+    from pipeline.demo import DEMO_ALERT_FROM, DEMO_ALERT_TO, DEMO_OPS_ALERT_TO
     from pipeline.demo.server import SiteServer
     from pipeline.demo.site import build_site, demo_feeds
 
@@ -224,9 +225,9 @@ def _demo(base: Settings, demo_dir: Path, *, as_json: bool) -> None:
             allow_private_hosts=True,
             es_index="news-articles",
             smtp_url=None,
-            alert_to=base.alert_to or ("analyst@example.org",),
-            alert_from=base.alert_from or "news-pipeline@localhost",
-            ops_alert_to=base.ops_alert_to or ("ops@example.org",),
+            alert_to=base.alert_to or DEMO_ALERT_TO,
+            alert_from=base.alert_from or DEMO_ALERT_FROM,
+            ops_alert_to=base.ops_alert_to or DEMO_OPS_ALERT_TO,
             # The sample site is local and fast; its hanging feed should cost the demo seconds, not a minute.
             **DEMO_TIMEOUTS,
         )

@@ -324,5 +324,6 @@ def _note_states(
             "consecutive_failures": r.state.consecutive_failures,
         }
         summary.state_changes.append(change)
-        emit = _log.info if new == "ok" else _log.warning
+        # A first poll that went well is not news; a recovery is; any other change is a warning.
+        emit = (_log.debug if was == "never_polled" else _log.info) if new == "ok" else _log.warning
         emit("feed.state_changed", **change)
