@@ -21,12 +21,12 @@ from pipeline.alerts.incidents import run_incidents
 from pipeline.demo.server import SiteServer
 from pipeline.demo.site import CORPUS_CLOCK, STALE_FEED, Resource, build_site, demo_feeds, expectations
 from pipeline.ingest import health
-from pipeline.ingest.feeds import read_feed
+from pipeline.ingest.feeds import load_feeds, read_feed
 from pipeline.ingest.fetch import Fetcher
 from pipeline.ingest.poll import poll_feed, read_hints
 from pipeline.records import FeedConfig, FeedState, iso, parse_iso
 from pipeline.run import run_cycle
-from pipeline.settings import Settings
+from pipeline.settings import PROJECT_ROOT, Settings
 from pipeline.store import index
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -390,3 +390,14 @@ def test_poll_feed_assesses_health_on_every_poll(site: SiteServer, settings: Set
     assert first.state.state == "ok" and first.state.cadence_minutes == 10
     assert first.state.interval_minutes == 15  # half the cadence is 5 min; the feed list's floor wins
     assert again.outcome == "not_modified" and again.state.state == "ok" and again.state.cadence_minutes == 10
+
+
+def test_the_seed_list_fixes_what_public_evidence_fixes_and_marks_the_rest_unverified() -> None:
+    feeds = {f.id: f for f in load_feeds(PROJECT_ROOT / "seeds" / "feeds.yaml")}
+    assert len(feeds) == 32
+    no_evidence = {"almayadeen", "alkhaleej", "alriyadh", "kuna", "alakhbar", "ahram", "shorouk", "assabah"}
+    assert {i for i, f in feeds.items() if not f.verified} == no_evidence | {"independentarabia", "albayan"}
+    sky = feeds["skynewsarabia"]
+    assert sky.url == "https://www.skynewsarabia.com/rss.xml"
+    assert sky.fallback_urls == ("https://www.skynewsarabia.com/web/rss",)
+    assert feeds["alarabiya"].url == "https://www.alarabiya.net/.mrss/ar.xml"
