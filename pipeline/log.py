@@ -28,10 +28,12 @@ def configure(
     global _configured
     for name in CLIENT_LOGGERS:
         logging.getLogger(name).setLevel(logging.NOTSET if client_requests else logging.WARNING)
-    processors: list[Any] = [structlog.contextvars.merge_contextvars]
+    processors: list[Any]
     factory: Any
     if stdlib:
-        processors += [structlog.processors.format_exc_info, one_line]
+        # Not merge_contextvars: the orchestrator binds its own (dag_id, task_id, map_index …) and shows
+        # them beside every line already.
+        processors = [structlog.processors.format_exc_info, one_line]
         factory = structlog.stdlib.LoggerFactory()
     else:
         if json is None:
@@ -41,7 +43,8 @@ def configure(
             if json
             else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
         )
-        processors += [
+        processors = [
+            structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             renderer,

@@ -5,6 +5,7 @@ configuration is read at import), see ``tests/airflow_run.py``."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import subprocess
@@ -284,3 +285,29 @@ def test_standalone_demo_hands_its_tasks_a_recipient_for_digests_and_operator_al
         demo_settings(base.with_(alert_to=("desk@example.org",))), home=home, port=8080, es_url="x", feeds_file=home
     )
     assert (chosen["ALERT_TO"], chosen["SMTP_URL"]) == ("desk@example.org", "smtp://127.0.0.1:2525")
+
+
+def test_in_a_task_each_pipeline_event_is_one_line_at_its_own_level_and_client_requests_are_quiet(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from pipeline import log
+
+    caplog.set_level(logging.DEBUG)
+    log.configure(stdlib=True)  # what news_common.pipeline_settings does at the start of every task
+    try:
+        log.get("pipeline.ingest.poll").warning(
+            "poll.failed", feed="alnil-sports", reason="HTTP 500", consecutive_failures=3, outlet="بوابة النيل"
+        )
+        log.get("pipeline.ingest.collect").info("language.rejected", feed="ofuq-arabic", language="fa")
+        logging.getLogger("elastic_transport.transport").info("POST http://127.0.0.1:9200/_bulk [status:200]")
+    finally:
+        log.configure()
+    records = [(r.name, r.levelno, r.getMessage()) for r in caplog.records]
+    assert records == [
+        (
+            "pipeline.ingest.poll",
+            logging.WARNING,
+            'poll.failed feed=alnil-sports reason="HTTP 500" consecutive_failures=3 outlet="بوابة النيل"',
+        ),
+        ("pipeline.ingest.collect", logging.INFO, "language.rejected feed=ofuq-arabic language=fa"),
+    ]
