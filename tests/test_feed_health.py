@@ -401,3 +401,21 @@ def test_the_seed_list_fixes_what_public_evidence_fixes_and_marks_the_rest_unver
     assert sky.url == "https://www.skynewsarabia.com/rss.xml"
     assert sky.fallback_urls == ("https://www.skynewsarabia.com/web/rss",)
     assert feeds["alarabiya"].url == "https://www.alarabiya.net/.mrss/ar.xml"
+
+
+def test_a_record_from_before_feed_health_reads_the_whole_feed_once_to_learn_its_dates(
+    site: SiteServer, settings: Settings
+) -> None:
+    publish(site, "/old.xml", every(timedelta(days=1), 4, newest=datetime.now(UTC) - timedelta(days=30)))
+    feed = FeedConfig(id="old", url=f"{site.base_url}/old.xml", outlet="ق")
+    with Fetcher(settings) as fetcher:
+        first = poll_feed(fetcher, feed, None, now=datetime.now(UTC))
+        # What an earlier version kept: validators and the body's hash, no state, no dates.
+        legacy = FeedState(
+            feed_id="old", url=feed.url, etag=first.state.etag, body_hash=first.state.body_hash, last_success=iso(NOW)
+        )
+        again = poll_feed(fetcher, feed, legacy, now=datetime.now(UTC))
+        after = poll_feed(fetcher, feed, again.state, now=datetime.now(UTC))
+    assert site.conditional_hits["/old.xml"] == 1  # only the last poll was conditional
+    assert again.outcome == "ok" and again.state.state == "stale" and again.state.cadence_minutes == 1440
+    assert after.outcome == "not_modified" and after.state.state == "stale"

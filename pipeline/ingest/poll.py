@@ -107,8 +107,11 @@ def _poll(fetcher: Fetcher, feed: FeedConfig, state: FeedState, *, now: datetime
         _log.info("poll.deferred", feed=feed.id, url=feed.url, until=state.retry_after_until)
         return PollResult(feed, state, (), "skipped", f"server asked to wait until {state.retry_after_until}")
     attempt = replace(state, last_attempt=iso(now))
+    # A record never assessed (new, or kept from before feed health) has not seen the feed's items: read
+    # the whole feed once, or a feed answering 304 for ever would never show its dates (nor its staleness).
+    fresh_look = state.state == "never_polled"
     try:
-        resp, fallback, primary_error = _fetch(fetcher, feed, state)
+        resp, fallback, primary_error = _fetch(fetcher, feed, state, validators=not fresh_look)
         hints = read_hints(resp.headers, None if resp.not_modified else resp.content)
         answered = replace(
             attempt,
@@ -135,7 +138,7 @@ def _poll(fetcher: Fetcher, feed: FeedConfig, state: FeedState, *, now: datetime
                 last_modified=_validator(resp.headers.get("last-modified")),
             )
         answered = replace(answered, body_hash=body_hash)
-        if body_hash == state.body_hash:
+        if body_hash == state.body_hash and not fresh_look:
             # No validators on the server, but the same bytes as last time: nothing new.
             return PollResult(feed, replace(answered, items_last_poll=0), (), "not_modified", hints=hints)
         # Relative links resolve against where the feed was finally served from.
@@ -174,16 +177,22 @@ def _poll(fetcher: Fetcher, feed: FeedConfig, state: FeedState, *, now: datetime
         return PollResult(feed, failed, (), "failed", reason(err))
 
 
-def _fetch(fetcher: Fetcher, feed: FeedConfig, state: FeedState) -> tuple[Response, str | None, str | None]:
-    """The feed's response, from its url or, while that fails, from the first fallback that answers:
-    (response, the fallback used or None, why the url failed or None).
+def _fetch(
+    fetcher: Fetcher, feed: FeedConfig, state: FeedState, *, validators: bool
+) -> tuple[Response, str | None, str | None]:
+    """The feed's response (conditional with ``validators``), from its url or, while that fails, from the
+    first fallback that answers: (response, the fallback used or None, why the url failed or None).
 
     Raises:
         FetchError: the url and every fallback failed (the url's own error is raised).
     """
     try:
         resp = fetcher.get(
-            feed.url, feed_id=feed.id, etag=state.etag, last_modified=state.last_modified, accept=FEED_ACCEPT
+            feed.url,
+            feed_id=feed.id,
+            etag=state.etag if validators else None,
+            last_modified=state.last_modified if validators else None,
+            accept=FEED_ACCEPT,
         )
         return resp, None, None
     except FetchError as err:
