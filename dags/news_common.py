@@ -65,8 +65,8 @@ def pipeline_settings() -> Settings:
     """The pipeline's settings for a task: environment variables, overridden by the Airflow connections
     ``news_es`` (Elasticsearch: host, port, schema http/https, login/password or extra ``api_key``) and
     ``news_smtp`` (host, port, login/password, extra ``starttls``), and by the Variables ``news_feeds_file``,
-    ``news_profiles_dir``, ``news_alert_to``, ``news_alert_from``, ``news_landing_url``. Secrets never
-    live in DAG code."""
+    ``news_profiles_dir``, ``news_alert_to``, ``news_alert_from``, ``news_ops_alert_to``,
+    ``news_landing_url``. Secrets never live in DAG code."""
     from pipeline import log as pipeline_log
     from pipeline.settings import Settings
 
@@ -93,6 +93,7 @@ def pipeline_settings() -> Settings:
         ("news_profiles_dir", "PROFILES_DIR"),
         ("news_alert_to", "ALERT_TO"),
         ("news_alert_from", "ALERT_FROM"),
+        ("news_ops_alert_to", "OPS_ALERT_TO"),
         ("news_landing_url", "LANDING_URL"),
     ]:
         if (value := _variable(key)) is not None:
