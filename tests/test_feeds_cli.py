@@ -37,8 +37,9 @@ def polled(fresh_site: SiteServer, tmp_path: Path) -> dict[str, str]:
     """The environment of a data directory whose feeds (the demo's) were polled once."""
     feeds = write_feeds(tmp_path / "feeds.yaml", demo_feeds(fresh_site.base_url, stale=True))
     env = {"DATA_DIR": str(tmp_path / "data"), "FEEDS_FILE": str(feeds), "ALLOW_PRIVATE_HOSTS": "1"}
-    ran = cli("run", "--json", env=env)
+    ran = cli("run", "--json", "--ops-alert-to", "ops@example.org", env=env)
     assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["ops_alerts_sent"] == 1  # the stale feed; the failing ones failed once
     return env
 
 
@@ -58,6 +59,9 @@ def test_feeds_json_gives_every_feed_its_state_and_schedule(polled: dict[str, st
         assert (row["last_error"] is not None) == (row["id"] in failing)
     stale = next(r for r in rows if r["id"] == STALE_FEED[0])
     assert stale["newest_item_age_hours"] >= 40 * 24 and stale["cadence_minutes"] == 1440
+    # Without SMTP_URL the operators' email is an .eml file in DATA_DIR/outbox.
+    [email] = (Path(polled["DATA_DIR"]) / "outbox").glob("*.eml")
+    assert f"Subject: [feed health] {STALE_FEED[0]} is stale" in email.read_text()
 
 
 def test_the_feeds_table_reads_on_80_columns(polled: dict[str, str]) -> None:
