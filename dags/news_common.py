@@ -131,11 +131,11 @@ def log_counts(what: str, counts: dict[str, Any]) -> None:
     }
     log.info("%s: %s", what, ", ".join(f"{k}={v}" for k, v in shown.items()))
     for change in counts.get("state_changes") or []:
-        if not isinstance(change, dict) or (change.get("from"), change.get("to")) == ("never_polled", "ok"):
+        if not isinstance(change, dict) or (change.get("previous"), change.get("state")) == ("never_polled", "ok"):
             continue  # a first poll that went well is not news
-        level = logging.INFO if change.get("to") == "ok" else logging.WARNING
-        why = f": {change['reason']}" if change.get("reason") and change.get("to") != "ok" else ""
-        log.log(level, "feed %s: %s → %s%s", change.get("feed"), change.get("from"), change.get("to"), why)
+        level = logging.INFO if change.get("state") == "ok" else logging.WARNING
+        why = f": {change['reason']}" if change.get("reason") and change.get("state") != "ok" else ""
+        log.log(level, "feed %s: %s → %s%s", change.get("feed"), change.get("previous"), change.get("state"), why)
     for sent in counts.get("sent") or []:
         if isinstance(sent, dict):
             log.info("operators told: feed %s %s (%s)", sent.get("feed"), sent.get("state"), sent.get("message_id"))

@@ -183,7 +183,7 @@ def test_poll_process_alert_index_the_expected_articles_and_send_one_digest(
         # The feeds per state, and each change of state, named in the return value and in the log.
         states = {"ok": 7, "failing": len(FAILING_FEEDS), "stale": 1}
         assert publish["feed_states"] == states and poll["returns"]["feed_health"]["feed_states"] == states
-        changes = {(c["feed"], c["to"]) for c in publish["state_changes"] if c["to"] != "ok"}
+        changes = {(c["feed"], c["state"]) for c in publish["state_changes"] if c["state"] != "ok"}
         assert changes == {(f, "failing") for f, *_ in FAILING_FEEDS} | {(STALE_FEED[0], "stale")}
         log = poll["log"]
         assert "feed alnil-sports: never_polled → failing: FetchError: HTTP 500" in log

@@ -226,7 +226,7 @@ def test_a_feed_answering_200_with_old_items_is_stale_and_alerted_once(
     publish(site, "/frozen.xml", every(timedelta(days=1), 5, newest=datetime.now(UTC) - timedelta(days=9)))
     first = run_cycle(ops, es, [feed])
     assert first.feeds_ok == 1 and first.feed_states == {"stale": 1}
-    assert first.state_changes[0]["to"] == "stale"
+    assert (first.state_changes[0].previous, first.state_changes[0].state) == ("never_polled", "stale")
     state = state_of(es, ops, "frozen")
     assert state.state == "stale" and state.cadence_minutes == 1440
     [message] = smtp.messages()

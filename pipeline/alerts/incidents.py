@@ -59,7 +59,7 @@ from pipeline.settings import Settings
 from pipeline.store import index
 from pipeline.store.es import bulk_write, translated
 
-__all__ = ["INCIDENT_STATES", "Incident", "IncidentRun", "incident_of", "run_incidents"]
+__all__ = ["INCIDENT_STATES", "Incident", "IncidentRun", "Sent", "incident_of", "run_incidents"]
 
 _log = log.get(__name__)
 
@@ -87,6 +87,16 @@ class Incident:
         return hashlib.sha256("\x1f".join(key).encode("utf-8")).hexdigest()[:32]
 
 
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """One operator email that went out."""
+
+    feed: str
+    kind: str  # incident | recovery
+    state: str  # the feed's state, "recovered" for a recovery
+    message_id: str
+
+
 @dataclass(slots=True)
 class IncidentRun:
     """What a run of the operator alerts did, JSON-ready (``to_dict``)."""
@@ -97,7 +107,7 @@ class IncidentRun:
     recoveries_sent: int = 0
     pending: int = 0  # not delivered (mail server down or refusing): the next run sends them
     busy: int = 0  # held by another run at this moment
-    sent: list[dict[str, str]] = field(default_factory=list)  # feed, kind, state, message_id
+    sent: list[Sent] = field(default_factory=list)
     failures: list[dict[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -187,7 +197,7 @@ def run_incidents(
         else:
             run.incidents_sent += 1
         what = "recovered" if incident.kind == RECOVERY else incident.state.state
-        run.sent.append({"feed": incident.feed.id, "kind": incident.kind, "state": what, "message_id": message_id})
+        run.sent.append(Sent(feed=incident.feed.id, kind=incident.kind, state=what, message_id=message_id))
         _log.info("ops_alert.sent", feed=incident.feed.id, kind=incident.kind, state=what, where=delivery.where)
     return run
 

@@ -124,13 +124,9 @@ def print_summary(summary: RunSummary, *, as_json: bool) -> None:
             ft.add_row(f["feed"], f["reason"], str(f["consecutive_failures"]))
         out.print(ft)
     for change in summary.state_changes:
-        if change["from"] == "never_polled" and change["to"] == "ok":
-            continue  # a first poll that went well is not news
-        out.print(
-            escape(f"feed {change['feed']}: {change['from']} → {change['to']}")
-            + (escape(f" ({change['reason']})") if change["reason"] and change["to"] != "ok" else ""),
-            highlight=False,
-        )
+        if change.news:
+            why = f" ({change.reason})" if change.reason and change.state != "ok" else ""
+            out.print(escape(f"feed {change.feed}: {change.previous} → {change.state}{why}"), highlight=False)
     for moved in summary.moved_feeds:
         out.print(
             f"[yellow]moved:[/yellow] feed {moved['feed']} now lives at {moved['moved_to']} — update the feed list"

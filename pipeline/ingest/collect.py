@@ -39,6 +39,23 @@ LANDED_HOLD = timedelta(hours=6)
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """A feed whose health state changed in this run (``previous`` → ``state``), and why."""
+
+    feed: str
+    url: str
+    previous: str
+    state: str
+    reason: str
+    consecutive_failures: int
+
+    @property
+    def news(self) -> bool:
+        """Worth telling: anything but a first poll that went well."""
+        return (self.previous, self.state) != ("never_polled", "ok")
+
+
 @dataclass(slots=True)
 class RunSummary:
     started_at: str = ""
@@ -52,7 +69,7 @@ class RunSummary:
     moved_feeds: list[dict[str, str]] = field(default_factory=list)
     # Every feed's health state after this run (the feeds not polled keep theirs), and the changes.
     feed_states: dict[str, int] = field(default_factory=dict)
-    state_changes: list[dict[str, Any]] = field(default_factory=list)
+    state_changes: list[StateChange] = field(default_factory=list)
     items_seen: int = 0
     items_skipped: int = 0  # feed entries with no link we could fetch (javascript:, malformed, none)
     items_same_url: int = 0
@@ -315,15 +332,15 @@ def _note_states(
         was, new = state_of(r.feed, before.get(r.feed.id)), r.state.state
         if was == new:
             continue
-        change = {
-            "feed": r.feed.id,
-            "url": r.feed.url,
-            "from": was,
-            "to": new,
-            "reason": r.error or r.state.last_error or "",
-            "consecutive_failures": r.state.consecutive_failures,
-        }
+        change = StateChange(
+            feed=r.feed.id,
+            url=r.feed.url,
+            previous=was,
+            state=new,
+            reason=r.error or r.state.last_error or "",
+            consecutive_failures=r.state.consecutive_failures,
+        )
         summary.state_changes.append(change)
         # A first poll that went well is not news; a recovery is; any other change is a warning.
-        emit = (_log.debug if was == "never_polled" else _log.info) if new == "ok" else _log.warning
-        emit("feed.state_changed", **change)
+        emit = (_log.info if change.news else _log.debug) if new == "ok" else _log.warning
+        emit("feed.state_changed", **asdict(change))
