@@ -124,9 +124,8 @@ def print_summary(summary: RunSummary, *, as_json: bool) -> None:
             ft.add_row(f["feed"], f["reason"], str(f["consecutive_failures"]))
         out.print(ft)
     for change in summary.state_changes:
-        if change.news:
-            why = f" ({change.reason})" if change.reason and change.state != "ok" else ""
-            out.print(escape(f"feed {change.feed}: {change.previous} → {change.state}{why}"), highlight=False)
+        if change.news:  # the reasons of failures are in the table above
+            out.print(escape(f"feed {change.feed}: {change.previous} → {change.state}"), highlight=False)
     for moved in summary.moved_feeds:
         out.print(
             f"[yellow]moved:[/yellow] feed {moved['feed']} now lives at {moved['moved_to']} — update the feed list"
