@@ -10,6 +10,7 @@ from news_common import DAG_DEFAULTS, INDEXED, log_counts, pipeline_settings
 
 @dag(
     dag_id="news_alerts",
+    description="Email each profile's new matching stories as one digest per recipient list, once.",
     schedule=[INDEXED],
     **DAG_DEFAULTS,
     tags=["news"],

@@ -65,10 +65,15 @@ def pipeline_settings() -> Settings:
     """The pipeline's settings for a task: environment variables, overridden by the Airflow connections
     ``news_es`` (Elasticsearch: host, port, schema http/https, login/password or extra ``api_key``) and
     ``news_smtp`` (host, port, login/password, extra ``starttls``), and by the Variables ``news_feeds_file``,
-    ``news_profiles_dir``, ``news_alert_to``, ``news_alert_from``, ``news_landing_url``. Secrets never
-    live in DAG code."""
+    ``news_profiles_dir``, ``news_alert_to``, ``news_alert_from``, ``news_ops_alert_to``,
+    ``news_landing_url``. Secrets never live in DAG code."""
+    from pipeline import log as pipeline_log
     from pipeline.settings import Settings
 
+    # Every task starts here: the pipeline's events go to the task log through Python's logging, each at
+    # its own level (on stderr Airflow would show them all as errors), and the search client's request
+    # lines stay out of it.
+    pipeline_log.configure(stdlib=True)
     env = dict(os.environ)
     es = _connection("news_es")
     if es is not None and es.host:
@@ -88,6 +93,7 @@ def pipeline_settings() -> Settings:
         ("news_profiles_dir", "PROFILES_DIR"),
         ("news_alert_to", "ALERT_TO"),
         ("news_alert_from", "ALERT_FROM"),
+        ("news_ops_alert_to", "OPS_ALERT_TO"),
         ("news_landing_url", "LANDING_URL"),
     ]:
         if (value := _variable(key)) is not None:
@@ -111,10 +117,28 @@ def _field(entry: Any, key: str) -> str:
     return str(entry.get(key) or "") if isinstance(entry, dict) else (str(entry) if key in ("feed", "batch") else "")
 
 
+def _pairs(counts: Any) -> str:
+    return " ".join(f"{k}={v}" for k, v in counts.items()) if isinstance(counts, dict) else str(counts)
+
+
 def log_counts(what: str, counts: dict[str, Any]) -> None:
-    """One readable line per count in the task log, then the failures by name."""
-    shown = {k: v for k, v in counts.items() if not isinstance(v, list | dict) or k in ("tagged", "skipped_language")}
+    """One readable line per count in the task log, then the feeds' changes of state and the failures by
+    name."""
+    shown = {
+        k: (f"({_pairs(v)})" if isinstance(v, dict) else v)
+        for k, v in counts.items()
+        if not isinstance(v, list | dict) or k in ("tagged", "skipped_language", "feed_states")
+    }
     log.info("%s: %s", what, ", ".join(f"{k}={v}" for k, v in shown.items()))
+    for change in counts.get("state_changes") or []:
+        if not isinstance(change, dict) or (change.get("previous"), change.get("state")) == ("never_polled", "ok"):
+            continue  # a first poll that went well is not news
+        level = logging.INFO if change.get("state") == "ok" else logging.WARNING
+        why = f": {change['reason']}" if change.get("reason") and change.get("state") != "ok" else ""
+        log.log(level, "feed %s: %s → %s%s", change.get("feed"), change.get("previous"), change.get("state"), why)
+    for sent in counts.get("sent") or []:
+        if isinstance(sent, dict):
+            log.info("operators told: feed %s %s (%s)", sent.get("feed"), sent.get("state"), sent.get("message_id"))
     for failure in counts.get("failed_feeds") or []:
         log.warning(
             "feed failed: %s (%s): %s", _field(failure, "feed"), _field(failure, "url"), _field(failure, "reason")

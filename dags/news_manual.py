@@ -10,6 +10,7 @@ from news_common import DAG_DEFAULTS, INDEXED, log_counts, pipeline_settings
 
 @dag(
     dag_id="news_retag",
+    description="Re-tag the indexed articles after a profile changed (nothing is downloaded).",
     schedule=None,
     **DAG_DEFAULTS,
     tags=["news", "manual"],
@@ -39,6 +40,7 @@ def news_retag() -> None:
 
 @dag(
     dag_id="news_replay",
+    description="Process landed batches again (named, or every batch of one day).",
     schedule=None,
     **DAG_DEFAULTS,
     tags=["news", "manual"],

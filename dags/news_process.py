@@ -14,6 +14,7 @@ PROCESS_KEYS = (
 
 @dag(
     dag_id="news_process",
+    description="Dedup, cluster and index the article batches news_poll landed.",
     schedule=[LANDED],
     **DAG_DEFAULTS,
     tags=["news"],
@@ -55,6 +56,9 @@ def news_process() -> None:
     @task(outlets=[INDEXED], doc_md="Sum the counts and announce the indexed articles to news_alerts.")
     def publish(results: list[dict[str, Any]]) -> dict[str, Any]:
         total: dict[str, Any] = {}
+        # One slice, not iteration: iterating the mapped results asks for one past the end, which the
+        # task SDK logs as an error ("XCom not found") in a run that went well.
+        results = list(results[:])
         for r in results:
             add_counts(total, r, PROCESS_KEYS)
         tagged: dict[str, int] = {}

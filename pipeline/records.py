@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -42,6 +43,19 @@ class FeedConfig:
     enabled: bool = True
     poll_minutes: int | None = None
     line: int = 0  # where the feed is declared in its file, for error messages
+    verified: bool = True  # False: no public evidence that the URL is the outlet's feed
+    fallback_urls: tuple[str, ...] = ()  # polled, in order, while the url itself fails
+
+
+# A feed's health, computed on every poll (pipeline/ingest/health.py) and kept in <alias>-feeds:
+#   ok            answered, and its newest item is as recent as its own cadence says it should be
+#   failing       its last poll failed (consecutive_failures says how many in a row)
+#   stale         answers, but its newest item is far older than its usual gap between items
+#   moved         answers through a permanent redirect: the feed list should name the new URL
+#   blocked       refused with 401, 403 or 429: the server does not want this client
+#   dead          failing for longer than FEED_DEAD_DAYS
+#   never_polled  no poll yet
+FEED_STATES = ("ok", "failing", "stale", "moved", "blocked", "dead", "never_polled")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,9 +76,38 @@ class FeedState:
     moved_to: str | None = None
     retry_after_until: str | None = None
     items_last_poll: int = 0
+    # Health and schedule (pipeline/ingest/health.py).
+    state: str = "never_polled"  # one of FEED_STATES
+    state_since: str | None = None  # when the feed entered that state
+    failing_since: str | None = None  # the first failure of the current run of failures
+    next_poll_at: str | None = None  # not polled again before this (unless `run --all`)
+    interval_minutes: float | None = None  # the gap that next_poll_at was set with
+    cadence_minutes: float | None = None  # median gap between the feed's item dates
+    newest_item_at: str | None = None  # publication time of the newest item it listed
+    ttl_minutes: int | None = None  # the feed's own RSS <ttl>
+    skip_hours: tuple[int, ...] = ()  # the feed's own RSS <skipHours> (UTC hours)
+    served_by: str | None = None  # a fallback URL that answered while the url failed
+
+    def __post_init__(self) -> None:
+        # Read back from a JSON document the hours are a list; the record compares and hashes as a tuple.
+        if not isinstance(self.skip_hours, tuple):
+            object.__setattr__(self, "skip_hours", tuple(self.skip_hours or ()))
 
     def to_doc(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def state_of(feed: FeedConfig, state: FeedState | None) -> str:
+    """A feed's health state as stored: ``never_polled`` without a record, or with one for another URL."""
+    return state.state if state is not None and state.url == feed.url else "never_polled"
+
+
+def count_states(feeds: Iterable[FeedConfig], states: Mapping[str, FeedState]) -> dict[str, int]:
+    """How many of ``feeds`` are in each health state (states with none left out)."""
+    counts = dict.fromkeys(FEED_STATES, 0)
+    for feed in feeds:
+        counts[state_of(feed, states.get(feed.id))] += 1
+    return {k: v for k, v in counts.items() if v}
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,9 @@
-"""One full cycle: ``collect`` (poll → new items → download → extract → language), ``process`` (exact
-dedup → near-duplicate clusters → index), ``commit_collected`` (feed states, the seen ledger), then the
-alerts. The command line runs it in one process; Airflow runs the same halves as tasks with a landing
-area between them (``stages.py``). Every per-feed and per-page failure is logged with its feed and URL
-and counted in the ``RunSummary``; only an unreachable index stops the run.
+"""One full cycle: ``collect`` (poll the due feeds → new items → download → extract → language),
+``process`` (exact dedup → near-duplicate clusters → index), ``commit_collected`` (feed states, the seen
+ledger), then the alerts: the analysts' digests and the operators' feed incidents. The command line runs
+it in one process; Airflow runs the same halves as tasks with a landing area between them (``tasks.py``).
+Every per-feed and per-page failure is logged with its feed and URL and counted in the ``RunSummary``;
+only an unreachable index stops the run.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from datetime import UTC, datetime
 from elasticsearch import Elasticsearch
 
 from pipeline import log
+from pipeline.alerts.incidents import run_incidents
 from pipeline.alerts.run import run_alerts
 from pipeline.ingest.collect import Progress, RunSummary, collect, commit_collected
 from pipeline.ingest.fetch import Fetcher
@@ -35,10 +37,12 @@ def run_cycle(
     *,
     fetcher: Fetcher | None = None,
     progress: Progress | None = None,
+    due_only: bool = False,
 ) -> RunSummary:
-    """Run one cycle over ``feeds`` into the index ``settings.es_index``: ``collect``, then ``process``,
-    then ``commit_collected`` (in that order, so a crash in between loses nothing: the items are simply
-    taken again next time).
+    """Run one cycle over ``feeds`` into the index ``settings.es_index``: ``collect`` (every feed, or with
+    ``due_only`` those whose next poll has come, as ``python -m pipeline run`` does), then ``process``, then
+    ``commit_collected`` (in that order, so a crash in between loses nothing: the items are simply taken
+    again next time), then the alerts.
 
     Raises:
         ConfigError: a profile is invalid.
@@ -48,7 +52,9 @@ def run_cycle(
     now = datetime.now(UTC)
     profiles = load_profiles(settings.profiles_dir)  # a bad profile stops the run before any download
     prepare_index(es, settings.es_index)
-    collected = collect(settings, es, feeds, profiles=profiles, fetcher=fetcher, progress=progress, now=now)
+    collected = collect(
+        settings, es, feeds, profiles=profiles, fetcher=fetcher, progress=progress, now=now, due_only=due_only
+    )
     summary = collected.summary
     clock = log.Laps(summary.stage_seconds, digits=3)
     done = process(
@@ -68,6 +74,11 @@ def run_cycle(
     summary.alerts_sent = alerted.stories_sent
     summary.alerts_pending = alerted.stories_pending
     summary.alert_failures = alerted.failures[:50]
+    if settings.ops_alert_to:
+        ops = run_incidents(settings, es, feeds)
+        summary.ops_alerts_sent = ops.incidents_sent + ops.recoveries_sent
+        summary.ops_alerts_pending = ops.pending
+        summary.ops_alert_failures = ops.failures[:50]
     clock.lap("alerts")
     summary.seconds = round(time.monotonic() - started, 3)
     _log.info("run.summary", **{k: v for k, v in summary.to_dict().items() if k != "failures"})

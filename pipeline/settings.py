@@ -13,6 +13,10 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from pipeline.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The demo keeps its data in DATA_DIR/demo, with the feed list it polled: there, the default feed list.
+DEMO_DIR = "demo"
+DATA_DIR_FEEDS = "feeds.yaml"
+DEFAULT_DATA_DIR = Path("data")
 
 
 def _bool(value: str, name: str) -> bool:
@@ -125,7 +129,7 @@ class Settings:
     smtp_url: str | None = None
     alert_from: str | None = None
     alert_to: tuple[str, ...] = ()
-    data_dir: Path = Path("data")
+    data_dir: Path = DEFAULT_DATA_DIR
     allow_private_hosts: bool = False
     # Fetching. Feeds and pages are small; anything far larger is hostile or a mistake.
     connect_timeout: float = 5.0
@@ -163,6 +167,13 @@ class Settings:
     landing_retention_days: float = 7.0
     # Feeds per mapped polling task (feeds of one host always share a task, so the per-host bound holds).
     poll_batch_feeds: int = 8
+    # Feed health (pipeline/ingest/health.py) and operator alerts (pipeline/alerts/incidents.py).
+    ops_alert_to: tuple[str, ...] = ()  # who hears of a failing, stale, moved, blocked or dead feed
+    feed_alert_after_failures: int = 3  # a failing feed is an incident after this many failed polls in a row
+    feed_dead_days: float = 7.0  # failing this long: dead
+    # Bounds of a feed's polling interval, whatever its cadence, its server's hints or its failures.
+    feed_min_minutes: float = 5.0
+    feed_max_minutes: float = 360.0
 
     @property
     def landing(self) -> str:
@@ -197,6 +208,8 @@ class Settings:
             values["languages"] = _csv(v.lower())
         if (v := get("ALERT_TO")) is not None:
             values["alert_to"] = _csv(v)
+        if (v := get("OPS_ALERT_TO")) is not None:
+            values["ops_alert_to"] = _csv(v)
         if (v := get("ALLOW_PRIVATE_HOSTS")) is not None:
             values["allow_private_hosts"] = _bool(v, "ALLOW_PRIVATE_HOSTS")
         for name, attr, conv in [
@@ -218,10 +231,21 @@ class Settings:
             ("SMTP_TIMEOUT", "smtp_timeout", _float),
             ("LANDING_RETENTION_DAYS", "landing_retention_days", _float),
             ("POLL_BATCH_FEEDS", "poll_batch_feeds", _int),
+            ("FEED_ALERT_AFTER_FAILURES", "feed_alert_after_failures", _int),
+            ("FEED_DEAD_DAYS", "feed_dead_days", _float),
+            ("FEED_MIN_MINUTES", "feed_min_minutes", _float),
+            ("FEED_MAX_MINUTES", "feed_max_minutes", _float),
         ]:
             if (v := get(name)) is not None:
                 values[attr] = conv(v, name)
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if "feeds_file" not in values:
+            # The demo's data directory (DATA_DIR/demo) carries the feed list its index was filled from:
+            # commands pointed at it read that list, not the seed list. Only a directory named demo: a
+            # feeds.yaml that happens to lie in another data directory is not taken behind the user's back.
+            data_dir = Path(values.get("data_dir", DEFAULT_DATA_DIR))
+            if data_dir.name == DEMO_DIR and (data_dir / DATA_DIR_FEEDS).is_file():
+                values["feeds_file"] = data_dir / DATA_DIR_FEEDS
         return cls(**values).validated()
 
     def validated(self) -> Settings:
@@ -246,9 +270,16 @@ class Settings:
         for name in ("alert_lookback_hours", "alert_claim_minutes", "smtp_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name.upper()} must be positive")
-        for address in self.alert_to:
-            if address.count("@") != 1 or " " in address or address.startswith("@") or address.endswith("@"):
-                raise ConfigError(f"ALERT_TO holds {address!r}: list plain addresses, comma-separated")
+        for name, addresses in (("ALERT_TO", self.alert_to), ("OPS_ALERT_TO", self.ops_alert_to)):
+            for address in addresses:
+                if address.count("@") != 1 or " " in address or address.startswith("@") or address.endswith("@"):
+                    raise ConfigError(f"{name} holds {address!r}: list plain addresses, comma-separated")
+        if self.feed_alert_after_failures < 1:
+            raise ConfigError("FEED_ALERT_AFTER_FAILURES must be at least 1")
+        if self.feed_dead_days <= 0:
+            raise ConfigError("FEED_DEAD_DAYS must be positive")
+        if not 1 <= self.feed_min_minutes <= self.feed_max_minutes:
+            raise ConfigError("FEED_MIN_MINUTES must be at least 1 and at most FEED_MAX_MINUTES")
         if self.smtp_url is not None:
             parse_smtp_url(self.smtp_url)
         return self

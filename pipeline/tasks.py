@@ -1,5 +1,6 @@
-"""The pipeline cut into the steps an orchestrator schedules: poll a batch of feeds into the landing
-area, process landed batches into the index, send alerts, replay, prune. Each step takes ``Settings``,
+"""The pipeline cut into the steps an orchestrator schedules: plan the feeds that are due, poll a batch of
+them into the landing area, tell operators about feed incidents, process landed batches into the index,
+send alerts, replay, prune. Each step takes ``Settings``,
 opens its own index connection, is safe to retry, and returns plain counts (what the Airflow UI shows
 as a task's return value). ``dags/`` wraps these; nothing here imports Airflow.
 """
@@ -7,7 +8,7 @@ as a task's return value). ``dags/`` wraps these; nothing here imports Airflow.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -16,10 +17,13 @@ from urllib.parse import urlsplit
 from elasticsearch import Elasticsearch
 
 from pipeline import log
+from pipeline.alerts.incidents import run_incidents
 from pipeline.errors import ConfigError, LandingError
+from pipeline.ingest import health
 from pipeline.ingest.collect import collect, commit_collected
 from pipeline.ingest.feeds import enabled_feeds, load_feeds
 from pipeline.settings import Settings
+from pipeline.store import index
 from pipeline.store.embedded import embedded_elasticsearch
 from pipeline.store.es import connect
 from pipeline.store.landing import Landing, batch_ref
@@ -46,16 +50,18 @@ def open_index(settings: Settings) -> Iterator[Elasticsearch]:
         yield connect(settings, url)
 
 
-def plan_feed_batches(settings: Settings) -> list[list[str]]:
-    """The enabled feeds' ids cut into batches for parallel polling tasks. All feeds of one host share a
-    batch, so the per-host request bound (``FETCH_PER_HOST``) holds across tasks too.
+def plan_feed_batches(settings: Settings, *, only: Collection[str] | None = None) -> list[list[str]]:
+    """The enabled feeds' ids (those in ``only``, when given) cut into batches for parallel polling tasks.
+    All feeds of one host share a batch, so the per-host request bound (``FETCH_PER_HOST``) holds across
+    tasks too.
 
     Raises:
         ConfigError: the feed list is invalid.
     """
     by_host: dict[str, list[str]] = defaultdict(list)
     for feed in enabled_feeds(load_feeds(settings.feeds_file)):
-        by_host[(urlsplit(feed.url).hostname or "").lower()].append(feed.id)
+        if only is None or feed.id in only:
+            by_host[(urlsplit(feed.url).hostname or "").lower()].append(feed.id)
     batches: list[list[str]] = []
     current: list[str] = []
     for host in sorted(by_host, key=lambda h: (-len(by_host[h]), h)):
@@ -68,10 +74,30 @@ def plan_feed_batches(settings: Settings) -> list[list[str]]:
     return batches
 
 
+def plan_due_batches(settings: Settings, *, now: datetime | None = None) -> tuple[list[list[str]], dict[str, int]]:
+    """The enabled feeds that are due (``next_poll_at`` passed, never polled, or given a new URL), in
+    batches as ``plan_feed_batches`` cuts them; and the counts (feeds, due, batches) for the log. Every
+    worker reads the same schedule: it lives in ``<alias>-feeds``.
+
+    Raises:
+        ConfigError: the feed list is invalid.
+        IndexingError: the index cannot be reached.
+    """
+    now = now or datetime.now(UTC)
+    feeds = enabled_feeds(load_feeds(settings.feeds_file))
+    with open_index(settings) as es:
+        prepare_index(es, settings.es_index)
+        states = index.load_feed_states(es, settings.es_index, [f.id for f in feeds])
+    due = {f.id for f in feeds if health.due(f, states.get(f.id), now=now)}
+    batches = plan_feed_batches(settings, only=due)
+    return batches, {"feeds": len(feeds), "due": len(due), "batches": len(batches)}
+
+
 def poll_to_landing(settings: Settings, feed_ids: Sequence[str], *, name: str) -> dict[str, Any]:
-    """Poll the feeds ``feed_ids``, download and extract their new items, and land the articles as
-    batch ``name`` (a retry with the same name replaces it). Feed states are written only after the
-    batch is safe. Returns the run summary's counts plus ``batch`` (None when nothing was new).
+    """Poll the feeds ``feed_ids`` (planned as due: polled whatever their schedule says by now, so a retry
+    polls them again), download and extract their new items, and land the articles as batch
+    ``name`` (a retry with the same name replaces it). Feed states are written only after the batch is
+    safe. Returns the run summary's counts plus ``batch`` (None when nothing was new).
 
     Raises:
         ConfigError: the feed list or a profile is invalid, or a feed id is unknown.
@@ -170,6 +196,20 @@ def process_landed(settings: Settings, refs: Sequence[str]) -> dict[str, Any]:
     counts["batches"] = [b.ref for b in batches]
     counts["unreadable"] = unreadable
     return counts
+
+
+def send_feed_alerts(settings: Settings) -> dict[str, Any]:
+    """Tell operators (``OPS_ALERT_TO``) about feed incidents and recoveries, once each, from the states
+    the polls stored (see ``pipeline/alerts/incidents.py``); returns the feeds per state and what was sent.
+
+    Raises:
+        ConfigError: the feed list is invalid.
+        IndexingError: the index cannot be reached.
+    """
+    feeds = enabled_feeds(load_feeds(settings.feeds_file))
+    with open_index(settings) as es:
+        prepare_index(es, settings.es_index)
+        return run_incidents(settings, es, feeds).to_dict()
 
 
 def send_alerts(settings: Settings) -> dict[str, Any]:

@@ -49,7 +49,7 @@ def es(es_url: str) -> Iterator[Elasticsearch]:
 def alias(es: Elasticsearch) -> Iterator[str]:
     name = f"t{uuid.uuid4().hex[:10]}-articles"
     yield name
-    for suffix in ("000001", "feeds", "seen", "alerts", "lsh", "journal"):
+    for suffix in ("000001", "feeds", "seen", "alerts", "lsh", "journal", "incidents"):
         es.indices.delete(index=f"{name}-{suffix}", ignore_unavailable=True)
 
 

@@ -1,5 +1,5 @@
 """The commands a user types, run as subprocesses: the README's first command's `demo`, `run` with and
-without ES_URL, `search`, `feeds`, and the exit codes."""
+without ES_URL (due feeds only, or `--all`), `search`, `feeds`, and the exit codes."""
 
 from __future__ import annotations
 
@@ -8,13 +8,16 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from email import message_from_bytes
 from pathlib import Path
 
 import pytest
 import yaml
 
 from pipeline.demo.server import SiteServer
-from pipeline.demo.site import FAILING_FEEDS, demo_feeds, expectations
+from pipeline.demo.site import FAILING_FEEDS, STALE_FEED, build_site, demo_feeds, expectations
 from pipeline.settings import PROJECT_ROOT
 from pipeline.topics.profiles import load_profile
 
@@ -39,9 +42,18 @@ def cli(
 
 
 @pytest.fixture
-def feeds_file(demo_site: SiteServer, tmp_path: Path) -> Path:
+def fresh_site() -> Iterator[SiteServer]:
+    """The sample site dated as if published in the last days (as the demo serves it): its feeds are ok,
+    but for the failing ones."""
+    with SiteServer() as server:
+        server.resources = dict(build_site(server.base_url, now=datetime.now(UTC)))
+        yield server
+
+
+@pytest.fixture
+def feeds_file(fresh_site: SiteServer, tmp_path: Path) -> Path:
     path = tmp_path / "feeds.yaml"
-    path.write_text(yaml.safe_dump({"feeds": demo_feeds(demo_site.base_url)}, allow_unicode=True))
+    path.write_text(yaml.safe_dump({"feeds": demo_feeds(fresh_site.base_url)}, allow_unicode=True))
     return path
 
 
@@ -60,22 +72,39 @@ def test_demo_runs_a_full_cycle_and_finds_the_seed_topic(tmp_path: Path) -> None
     hits = data["search"]["hits"]
     assert hits and all(h["title"] in seed_titles for h in hits[:3])
     assert not noida_processes(tmp_path), "the embedded server outlived the command"
+    # The sample's stale feed is the one stale, its failing feeds fail, and operators were told of the
+    # stale one (the failing ones fail once: not an incident yet).
+    assert data["summary"]["feed_states"] == {"ok": 7, "failing": len(FAILING_FEEDS), "stale": 1}
+    outbox = [message_from_bytes(p.read_bytes()) for p in (tmp_path / "demo" / "outbox").glob("*.eml")]
+    ops = [m for m in outbox if str(m["Subject"]).startswith("[feed health]")]
+    assert [str(m["To"]) for m in ops] == ["ops@example.org"] and STALE_FEED[0] in str(ops[0]["Subject"])
+    assert len(outbox) == 2  # and the analysts' digest, apart
+    # `feeds` with the demo's data directory lists the demo's feeds, not the seed list.
+    health = json.loads(cli("feeds", "--json", env={"DATA_DIR": str(tmp_path / "demo")}).stdout)
+    assert [h["id"] for h in health] == [f["id"] for f in demo_feeds("x", stale=True)]
+    assert {h["id"]: h["state"] for h in health}[STALE_FEED[0]] == "stale"
     # Human output too: the summary table and the search.
     text = cli("demo", env={"DATA_DIR": str(tmp_path)})
     assert text.returncode == 0 and "Run summary" in text.stdout and "Search for the seed topic" in text.stdout
+    assert f"DATA_DIR={tmp_path / 'demo'} python -m pipeline feeds" in text.stdout
 
 
-def test_run_on_the_embedded_default_then_search_it(feeds_file: Path, tmp_path: Path) -> None:
+def test_run_on_the_embedded_default_then_search_it(feeds_file: Path, fresh_site: SiteServer, tmp_path: Path) -> None:
     env = {"DATA_DIR": str(tmp_path / "data"), "FEEDS_FILE": str(feeds_file), "ALLOW_PRIVATE_HOSTS": "1"}
     first = cli("run", "--json", env=env)
     assert first.returncode == 0, first.stderr
     summary = json.loads(first.stdout)
     assert summary["indexed"] == sum(1 for e in expectations() if e.outcome in INDEXED)
     assert (tmp_path / "data" / "es").is_dir()  # the index lives under DATA_DIR
-    again = json.loads(cli("run", "--json", env=env).stdout)
     assert summary["feeds_failed"] == len(FAILING_FEEDS) and {f["feed"] for f in summary["failed_feeds"]} == {
         feed_id for feed_id, *_ in FAILING_FEEDS
     }
+    # Run again at once: no feed is due yet (the failing ones back off first), nothing is asked.
+    requests = sum(fresh_site.requests.values())
+    due = json.loads(cli("run", "--json", env=env).stdout)
+    assert due["feeds_deferred"] == summary["feeds_total"] and sum(fresh_site.requests.values()) == requests
+    # --all polls every feed now, whatever its schedule.
+    again = json.loads(cli("run", "--all", "--json", env=env).stdout)
     assert again["indexed"] == 0 and again["feeds_not_modified"] == summary["feeds_ok"]
     assert again["feeds_failed"] == len(FAILING_FEEDS)
     found = cli("search", "حزب الله", "--json", "--sort", "newest", env=env)
@@ -89,9 +118,10 @@ def test_run_on_the_embedded_default_then_search_it(feeds_file: Path, tmp_path: 
     dates = [h["published_at"] for h in hits]
     assert dates == sorted(dates, reverse=True)
     health = json.loads(cli("feeds", "--json", env=env).stdout)
-    assert {h["feed"] for h in health} == {f["id"] for f in demo_feeds("x")}
+    assert [h["id"] for h in health] == [f["id"] for f in demo_feeds("x")]
     failing = {feed_id for feed_id, *_ in FAILING_FEEDS}
-    assert all((h["status"] == "failing") == (h["feed"] in failing) for h in health), health
+    assert {h["id"]: h["state"] for h in health} == {h["id"]: "failing" if h["id"] in failing else "ok" for h in health}
+    assert all(h["consecutive_failures"] == 2 for h in health if h["id"] in failing)
     assert not noida_processes(tmp_path)
 
 
@@ -117,7 +147,7 @@ def test_private_feeds_are_refused_by_default(feeds_file: Path, tmp_path: Path) 
     reasons = {f["feed"]: f["reason"] for f in summary["failed_feeds"]}
     assert "DNS lookup failed" in reasons.pop("alsham-opinion")  # the one feed whose host does not resolve
     assert all("non-public" in reason for reason in reasons.values()), reasons
-    human = cli("run", env={"DATA_DIR": str(tmp_path), "FEEDS_FILE": str(feeds_file)})
+    human = cli("run", "--all", env={"DATA_DIR": str(tmp_path), "FEEDS_FILE": str(feeds_file)})
     assert "python -m pipeline demo" in human.stdout
 
 
@@ -149,7 +179,7 @@ def test_profile_build_writes_a_loadable_profile(tmp_path: Path) -> None:
     assert missing.returncode == 1 and "cannot read" in missing.stderr
 
 
-def test_explain_and_retag_after_a_profile_change(feeds_file: Path, demo_site: SiteServer, tmp_path: Path) -> None:
+def test_explain_and_retag_after_a_profile_change(feeds_file: Path, fresh_site: SiteServer, tmp_path: Path) -> None:
     profiles = tmp_path / "profiles"
     profiles.mkdir()
     seed = PROJECT_ROOT / "seeds" / "profiles" / "iran-russia-assad.yaml"
@@ -174,12 +204,12 @@ def test_explain_and_retag_after_a_profile_change(feeds_file: Path, demo_site: S
     (profiles / "iran-russia-assad.yaml").write_text(
         re.sub(r"(?m)^(\s*(?:tag|alert):\s*)[0-9.]+", r"\g<1>9.99", text), encoding="utf-8"
     )
-    requests_before = sum(demo_site.requests.values())
+    requests_before = sum(fresh_site.requests.values())
     result = cli("retag", "--profile", "iran-russia-assad", "--json", env=env)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["changed"] == len(seed_titles) and summary["tagged"] == {"iran-russia-assad": 0}
-    assert sum(demo_site.requests.values()) == requests_before
+    assert sum(fresh_site.requests.values()) == requests_before
     hits = json.loads(cli("search", "سليماني", "--json", "-n", "50", env=env).stdout)["hits"]
     assert all(h["topics"] == [] for h in hits)
     unknown = cli("retag", "--profile", "nope", env=env)

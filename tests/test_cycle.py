@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import jsonschema
@@ -14,7 +14,7 @@ from elasticsearch import Elasticsearch
 from pipeline.demo.server import SiteServer
 from pipeline.demo.site import FAILING_FEEDS, Expected, Resource, demo_feeds, expectations
 from pipeline.ingest.urls import canonical_url
-from pipeline.records import FeedConfig, doc_id
+from pipeline.records import FeedConfig, doc_id, parse_iso
 from pipeline.run import run_cycle
 from pipeline.settings import PROJECT_ROOT, Settings
 from pipeline.store import index
@@ -273,7 +273,11 @@ def test_poll_minutes_keeps_a_feed_from_being_asked_too_often(
     )
     site.resources["/story/1"] = story_page(PARAGRAPHS)
     feed = FeedConfig(id="p", url=f"{site.base_url}/atom.xml", outlet="ب", poll_minutes=30)
-    assert run_cycle(settings, es, [feed]).feeds_ok == 1
-    later = run_cycle(settings, es, [feed])
+    assert run_cycle(settings, es, [feed], due_only=True).feeds_ok == 1
+    later = run_cycle(settings, es, [feed], due_only=True)
     assert later.feeds_deferred == 1 and not later.reached_no_feed
     assert site.count("/atom.xml") == 1
+    # The feed's one item gives no cadence (15 min by default): poll_minutes is the floor under it.
+    state = index.load_feed_states(es, settings.es_index, ["p"])["p"]
+    assert state.interval_minutes == 30
+    assert parse_iso(state.next_poll_at or "") - parse_iso(state.last_attempt or "") == timedelta(minutes=30)

@@ -5,10 +5,13 @@ configuration is read at import), see ``tests/airflow_run.py``."""
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -20,15 +23,17 @@ from proxy import FaultProxy, drop
 from smtp_server import RecordingSmtp
 
 from pipeline.demo.server import SiteServer
-from pipeline.demo.site import FAILING_FEEDS, demo_feeds, expectations
+from pipeline.demo.site import FAILING_FEEDS, STALE_FEED, build_site, demo_feeds, expectations
 from pipeline.ingest.urls import canonical_url
-from pipeline.settings import PROJECT_ROOT
+from pipeline.ops.standalone import airflow_env, demo_settings
+from pipeline.settings import PROJECT_ROOT, Settings
 from pipeline.store.landing import Landing
 
 DAGS = PROJECT_ROOT / "dags"
 RUNNER = Path(__file__).parent / "airflow_run.py"
 INDEXED = {"indexed", "feed_fallback"}
 IMPORT_BUDGET_SECONDS = 2.0  # per DAG file, as the dag-processor measures it
+OPS = "ops@example.org"
 
 pytestmark = pytest.mark.slow
 
@@ -64,7 +69,8 @@ def airflow(airflow_home: Path, tmp_path: Path, es_url: str, alias: str) -> Iter
 
     def run(site: SiteServer, *dags: str, es: str = es_url, smtp: str | None = None, **env: str) -> dict[str, Any]:
         feeds = tmp_path / "feeds.yaml"
-        feeds.write_text(yaml.safe_dump({"feeds": demo_feeds(site.base_url)}, allow_unicode=True), encoding="utf-8")
+        listed = demo_feeds(site.base_url, stale=True)
+        feeds.write_text(yaml.safe_dump({"feeds": listed}, allow_unicode=True), encoding="utf-8")
         environ = {
             **_airflow_env(airflow_home),
             "ES_URL": es,
@@ -93,9 +99,20 @@ def airflow(airflow_home: Path, tmp_path: Path, es_url: str, alias: str) -> Iter
             for r in (json.loads(line[7:]) for line in done.stdout.splitlines() if line.startswith("RESULT "))
         }
         assert done.returncode == 0 and len(results) == len(dags), done.stdout[-3000:] + done.stderr[-3000:]
+        for result in results.values():
+            result["log"] = done.stdout  # what the task logs said, every DAG of the call together
         return results
 
     yield run
+
+
+@pytest.fixture
+def fresh_site() -> Iterator[SiteServer]:
+    """The sample site dated to now, as the demo serves it: its feeds are ok but for the failing ones and
+    the stale one."""
+    with SiteServer() as server:
+        server.resources = dict(build_site(server.base_url, now=datetime.now(UTC)))
+        yield server
 
 
 def _docs(es: Elasticsearch, alias: str) -> dict[str, dict[str, Any]]:
@@ -120,7 +137,8 @@ heavy = [m for m in ("pipeline", "trafilatura", "elasticsearch", "lxml", "feedpa
 dags = {{}}
 for dag_id, dag in bag.dags.items():
     dags[dag_id] = {{
-        "doc": bool(dag.doc_md), "schedule": repr(dag.schedule), "tags": sorted(dag.tags),
+        "doc": bool(dag.doc_md), "description": dag.description, "schedule": repr(dag.schedule),
+        "tags": sorted(dag.tags),
         "tasks": {{t.task_id: {{"doc": bool(t.doc_md), "retries": t.retries}} for t in dag.tasks}},
     }}
 stats = {{s.file: s.duration.total_seconds() for s in bag.dagbag_stats}}
@@ -138,6 +156,7 @@ print(json.dumps({{"errors": errors, "heavy": heavy, "dags": dags, "stats": stat
     assert all(seconds < IMPORT_BUDGET_SECONDS for seconds in report["stats"].values()), report["stats"]
     for dag_id, dag in report["dags"].items():
         assert dag["doc"] and "news" in dag["tags"], dag_id
+        assert dag["description"], f"{dag_id} has no description (the UI's Details tab shows it)"
         for task_id, task in dag["tasks"].items():
             assert task["doc"], f"{dag_id}.{task_id} has no doc_md"
             assert task["retries"] >= 1, f"{dag_id}.{task_id} does I/O and has no retries"
@@ -146,12 +165,12 @@ print(json.dumps({{"errors": errors, "heavy": heavy, "dags": dags, "stats": stat
 
 
 def test_poll_process_alert_index_the_expected_articles_and_send_one_digest(
-    airflow: Any, demo_site: SiteServer, es: Elasticsearch, alias: str, tmp_path: Path
+    airflow: Any, fresh_site: SiteServer, es: Elasticsearch, alias: str, tmp_path: Path
 ) -> None:
     with RecordingSmtp() as smtp:
-        first = airflow(demo_site, "news_poll", "news_process", "news_alerts", smtp=smtp.url)
+        first = airflow(fresh_site, "news_poll", "news_process", "news_alerts", smtp=smtp.url, OPS_ALERT_TO=OPS)
         docs = _docs(es, alias)
-        wanted = {canonical_url(demo_site.base_url + e.path) for e in expectations() if e.outcome in INDEXED}
+        wanted = {canonical_url(fresh_site.base_url + e.path) for e in expectations() if e.outcome in INDEXED}
         assert set(docs) == wanted
         poll, process, alerts = first["news_poll"], first["news_process"], first["news_alerts"]
         assert poll["state"] == process["state"] == alerts["state"] == "success"
@@ -161,25 +180,43 @@ def test_poll_process_alert_index_the_expected_articles_and_send_one_digest(
         assert publish["feeds_failed"] == len(FAILING_FEEDS) and publish["batches"]
         assert {f["feed"] for f in publish["failed_feeds"]} == {feed_id for feed_id, *_ in FAILING_FEEDS}
         assert poll["tasks"]["publish"]["tries"] == 1
+        # The feeds per state, and each change of state, named in the return value and in the log.
+        states = {"ok": 7, "failing": len(FAILING_FEEDS), "stale": 1}
+        assert publish["feed_states"] == states and poll["returns"]["feed_health"]["feed_states"] == states
+        changes = {(c["feed"], c["state"]) for c in publish["state_changes"] if c["state"] != "ok"}
+        assert changes == {(f, "failing") for f, *_ in FAILING_FEEDS} | {(STALE_FEED[0], "stale")}
+        log = poll["log"]
+        assert "feed alnil-sports: never_polled → failing: FetchError: HTTP 500" in log
+        assert re.search(r"\[warning\s*\] poll\.failed feed=alnil-sports .*reason=\"HTTP 500\"", log)
+        assert "[error" not in log  # a successful cycle with failing feeds: warnings, never errors
+        assert "elastic_transport" not in log and "[status:200" not in log  # no search-client request lines
+        # Operators heard of the stale feed (the failing ones failed once: not an incident yet), apart
+        # from the analysts' one digest.
+        assert poll["returns"]["feed_health"]["incidents_sent"] == 1
         assert process["returns"]["publish"]["indexed"] == len(wanted)
         assert process["returns"]["publish"]["tagged"]["iran-russia-assad"] > 0
-        assert alerts["returns"]["alert"]["digests_sent"] == 1 and smtp.count() == 1
-        sent = smtp.messages()[0]
-        assert sent["To"] == "analyst@example.org"
+        assert alerts["returns"]["alert"]["digests_sent"] == 1 and smtp.count() == 2
+        [ops] = [m for m in smtp.messages() if m["To"] == OPS]
+        assert str(ops["Subject"]).startswith(f"[feed health] {STALE_FEED[0]} is stale")
+        [sent] = [m for m in smtp.messages() if m["To"] == "analyst@example.org"]
         html = sent.get_body(("html",)).get_content()
         stories = alerts["returns"]["alert"]["stories_sent"]
         assert stories > 0 and html.count('dir="rtl"') >= 1
         landing = Landing(str(tmp_path / "data" / "landing"))
         assert landing.batches() and landing.pending() == []
 
-        # Each DAG again: nothing new is landed, indexed or mailed.
+        # Each DAG again: no feed is due yet, so nothing is polled, landed, announced, indexed or mailed.
         before = {url: (d["cluster_id"], d["fetched_at"]) for url, d in docs.items()}
-        again = airflow(demo_site, "news_poll", "news_process", "news_alerts", smtp=smtp.url)
+        requests = sum(fresh_site.requests.values())
+        again = airflow(fresh_site, "news_poll", "news_process", "news_alerts", smtp=smtp.url, OPS_ALERT_TO=OPS)
+        assert again["news_poll"]["returns"]["plan"] == [] and sum(fresh_site.requests.values()) == requests
         assert again["news_poll"]["returns"]["publish"]["articles_landed"] == 0
         assert again["news_poll"]["returns"]["publish"]["batches"] == []
+        assert again["news_poll"]["tasks"]["announce"]["state"] == "skipped"  # no asset event for nothing
+        assert again["news_poll"]["returns"]["feed_health"]["feed_states"] == states
         assert again["news_process"]["returns"]["plan"] == []
         assert again["news_alerts"]["returns"]["alert"]["digests_sent"] == 0
-        assert smtp.count() == 1
+        assert smtp.count() == 2
         after = _docs(es, alias)
         assert {url: (d["cluster_id"], d["fetched_at"]) for url, d in after.items()} == before
 
@@ -229,3 +266,48 @@ def test_processing_task_that_fails_halfway_is_retried_and_indexes_every_article
     seen = es.search(index=f"{alias}-seen", query={"terms": {"outcome": ["landed"]}}, size=1000)
     assert seen["hits"]["hits"] == []  # every landed article was settled by the retry
     assert Landing(str(tmp_path / "data" / "landing")).pending() == []
+
+
+def test_standalone_demo_hands_its_tasks_a_recipient_for_digests_and_operator_alerts(tmp_path: Path) -> None:
+    # `standalone --demo` once ran news_alerts green and sent nothing ("no recipients"): the tasks never
+    # heard of the demo's recipients. They get them now, and the .eml outbox under DATA_DIR.
+    home = tmp_path / "airflow"
+    base = Settings(data_dir=tmp_path / "data", smtp_url="smtp://127.0.0.1:2525")
+    env = airflow_env(
+        demo_settings(base.with_(smtp_url=None)), home=home, port=8080, es_url="http://127.0.0.1:9200", feeds_file=home
+    )
+    assert (env["ALERT_TO"], env["OPS_ALERT_TO"]) == ("analyst@example.org", "ops@example.org")
+    assert "SMTP_URL" not in env and env["DATA_DIR"] == str((tmp_path / "data").resolve())
+    tasks = Settings.from_env(env)
+    assert tasks.alert_to and tasks.ops_alert_to and tasks.smtp_url is None
+    # What an operator set is kept, the mail server included.
+    chosen = airflow_env(
+        demo_settings(base.with_(alert_to=("desk@example.org",))), home=home, port=8080, es_url="x", feeds_file=home
+    )
+    assert (chosen["ALERT_TO"], chosen["SMTP_URL"]) == ("desk@example.org", "smtp://127.0.0.1:2525")
+
+
+def test_in_a_task_each_pipeline_event_is_one_line_at_its_own_level_and_client_requests_are_quiet(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from pipeline import log
+
+    caplog.set_level(logging.DEBUG)
+    log.configure(stdlib=True)  # what news_common.pipeline_settings does at the start of every task
+    try:
+        log.get("pipeline.ingest.poll").warning(
+            "poll.failed", feed="alnil-sports", reason="HTTP 500", consecutive_failures=3, outlet="بوابة النيل"
+        )
+        log.get("pipeline.ingest.collect").info("language.rejected", feed="ofuq-arabic", language="fa")
+        logging.getLogger("elastic_transport.transport").info("POST http://127.0.0.1:9200/_bulk [status:200]")
+    finally:
+        log.configure()
+    records = [(r.name, r.levelno, r.getMessage()) for r in caplog.records]
+    assert records == [
+        (
+            "pipeline.ingest.poll",
+            logging.WARNING,
+            'poll.failed feed=alnil-sports reason="HTTP 500" consecutive_failures=3 outlet="بوابة النيل"',
+        ),
+        ("pipeline.ingest.collect", logging.INFO, "language.rejected feed=ofuq-arabic language=fa"),
+    ]

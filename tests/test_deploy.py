@@ -390,6 +390,7 @@ def test_setup_installs_indices_through_index_ensure_indices(
         f"{alias}-alerts",
         f"{alias}-lsh",
         f"{alias}-journal",
+        f"{alias}-incidents",
     ]
 
 
@@ -477,9 +478,9 @@ def article_fields() -> dict[str, Field]:
     return flatten(template["template"]["mappings"]["properties"])
 
 
-def alert_fields() -> dict[str, Field]:
+def state_fields(key: str) -> dict[str, Field]:
     state = json.loads((PROJECT_ROOT / "schemas" / "state-indices.json").read_text(encoding="utf-8"))
-    return flatten(state["alerts"]["mappings"]["properties"])
+    return flatten(state[key]["mappings"]["properties"])
 
 
 def saved_objects() -> list[dict[str, Any]]:
@@ -497,8 +498,9 @@ def by_id(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def data_view_fields(view: dict[str, Any]) -> dict[str, Field]:
     """The fields a data view offers: the mapping of the index it names, plus its runtime fields."""
     title = view["attributes"]["title"]
-    fields = alert_fields() if title == "news-articles-alerts" else article_fields()
-    assert title in {"news-articles", "news-articles-alerts"}, title
+    state = {"news-articles-alerts": "alerts", "news-articles-feeds": "feeds"}
+    assert title in {"news-articles", *state}, title
+    fields = state_fields(state[title]) if title in state else article_fields()
     for name, spec in json.loads(view["attributes"]["runtimeFieldMap"]).items():
         fields[name] = Field(spec["type"], None)
     return fields
@@ -632,6 +634,7 @@ def test_the_dashboard_shows_what_analysts_asked_for() -> None:
         "Outlets per cluster",
         "Alert volume",
         "Newest Arabic stories",
+        "Feed health",
     } == titles
     fields = {p["attributes"]["title"]: {f for _, f, _ in fields_used(p)} for p in panels}
     assert {"published_at", "outlet"} <= fields["Stories over time by outlet"]
@@ -641,6 +644,12 @@ def test_the_dashboard_shows_what_analysts_asked_for() -> None:
     assert {"sent_at", "profile"} <= fields["Alert volume"]
     alert = objects["news-lens-alert-volume"]
     assert {r["id"] for r in alert["references"]} == {"news-articles-alerts"}
+    # Operators: every feed's state, failures, last success, newest item and schedule, from <alias>-feeds.
+    assert {"feed_id", "state", "consecutive_failures", "last_success", "newest_item_at", "next_poll_at"} <= fields[
+        "Feed health"
+    ]
+    health = objects["news-lens-feed-health"]
+    assert {r["id"] for r in health["references"]} == {"news-articles-feeds"}
     grid = [json.loads(dashboard["attributes"]["panelsJSON"])[i]["gridData"] for i in range(len(panels))]
     assert all(g["x"] + g["w"] <= 48 for g in grid)
 
@@ -667,7 +676,11 @@ def test_another_alias_repoints_the_data_views_and_nothing_else() -> None:
     assert original == b"".join(p.read_bytes() for p in sorted(KIBANA_DIR.glob("*.ndjson")))
     moved = [json.loads(line) for line in setup.saved_objects("press-ar").decode().splitlines()]
     titles = {o["id"]: o["attributes"]["title"] for o in moved if o["type"] == "index-pattern"}
-    assert titles == {"news-articles": "press-ar", "news-articles-alerts": "press-ar-alerts"}
+    assert titles == {
+        "news-articles": "press-ar",
+        "news-articles-alerts": "press-ar-alerts",
+        "news-articles-feeds": "press-ar-feeds",
+    }
     same = [json.loads(line) for line in original.decode().splitlines()]
     for before, after in zip(same, moved, strict=True):
         if before["type"] != "index-pattern":
@@ -736,7 +749,7 @@ def test_setup_installs_the_template_on_the_embedded_server_and_loads_kibana(
     (upload,) = kibana.uploads
     uploaded = [json.loads(line) for line in upload.content.decode().splitlines()]
     views = [o for o in uploaded if o["type"] == "index-pattern"]
-    assert {v["attributes"]["title"] for v in views} == {alias, f"{alias}-alerts"}
+    assert {v["attributes"]["title"] for v in views} == {alias, f"{alias}-alerts", f"{alias}-feeds"}
     # A document with every field the dashboards read goes in (strict mapping) and comes back whole.
     doc = full_article()
     es.index(index=alias, id="a1", document=doc, refresh=True)

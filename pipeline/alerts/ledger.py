@@ -118,9 +118,10 @@ def ledger_hits(
         yield from es_helpers.scan(es, index=index.Names(alias).alerts, query=body, size=1000)
 
 
-def refresh_ledger(es: Elasticsearch, alias: str) -> None:
+def refresh_ledger(es: Elasticsearch, alias: str, *, ledger: str | None = None) -> None:
+    """Make the ledger's writes visible (``ledger``: another index kept the same way, e.g. the incidents)."""
     with translated("refreshing the alert ledger", url=alias):
-        es.indices.refresh(index=index.Names(alias).alerts)
+        es.indices.refresh(index=ledger or index.Names(alias).alerts)
 
 
 def _recorded(profile_id: str, *, live_after: datetime) -> list[dict[str, Any]]:
@@ -348,11 +349,11 @@ def new_message_id(settings: Settings, now: datetime) -> str:
     return f"<alert.{now.astimezone(UTC):%Y%m%dT%H%M%S}.{uuid.uuid4().hex[:16]}@{domain}>"
 
 
-def delete_claims(es: Elasticsearch, alias: str, claim_ids: Sequence[str]) -> None:
-    ledger = index.Names(alias).alerts
+def delete_claims(es: Elasticsearch, alias: str, claim_ids: Sequence[str], *, ledger: str | None = None) -> None:
+    ledger = ledger or index.Names(alias).alerts
     try:
         result = bulk_write(es, ({"_op_type": "delete", "_index": ledger, "_id": i} for i in claim_ids))
-        refresh_ledger(es, alias)
+        refresh_ledger(es, alias, ledger=ledger)
     except IndexingError as err:
         # The claims expire after ALERT_CLAIM_MINUTES; the stories go out after that.
         _log.warning("alerts.claims_not_released", claims=len(claim_ids), reason=str(err))
@@ -369,8 +370,9 @@ def mark_sent(
     message_id: str,
     accepted: Sequence[str],
     now: datetime,
+    ledger: str | None = None,
 ) -> None:
-    ledger = index.Names(alias).alerts
+    ledger = ledger or index.Names(alias).alerts
     doc = {"status": SENT, "sent_at": iso(now), "message_id": message_id, "recipients": list(accepted)}
     actions = (
         {"_op_type": "update", "_index": ledger, "_id": doc_id, "doc": doc, "retry_on_conflict": 3}
@@ -378,7 +380,7 @@ def mark_sent(
     )
     try:
         result = bulk_write(es, actions)
-        refresh_ledger(es, alias)
+        refresh_ledger(es, alias, ledger=ledger)
     except IndexingError as err:
         _log.error("alerts.ledger_write_failed", message_id=message_id, claims=len(claim_ids), reason=str(err))
         return

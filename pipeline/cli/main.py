@@ -1,4 +1,5 @@
-"""Command line: ``python -m pipeline run|demo|search|related|profile|retag|feeds``. Wiring and printing only."""
+"""Command line: ``python -m pipeline run|demo|search|related|profile|retag|feeds|alerts|compare|setup``. Wiring
+and printing only."""
 
 from __future__ import annotations
 
@@ -8,16 +9,20 @@ import signal
 import sys
 from contextlib import ExitStack
 from dataclasses import asdict
+from datetime import UTC, datetime
+from email.parser import BytesParser
+from email.policy import default
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import yaml
 from rich.markup import escape
 from rich.table import Table
 
 from pipeline import log
 from pipeline.analysis.story import related
-from pipeline.cli import alerts, compare, profile, setup
+from pipeline.cli import alerts, compare, feeds, profile, setup
 from pipeline.cli.common import (
     DataOpt,
     EsUrlOpt,
@@ -35,7 +40,7 @@ from pipeline.errors import ConfigError, IndexingError, PipelineError
 from pipeline.ingest.feeds import enabled_feeds, load_feeds
 from pipeline.records import FeedConfig
 from pipeline.run import RunSummary, run_cycle
-from pipeline.settings import Settings
+from pipeline.settings import DATA_DIR_FEEDS, DEMO_DIR, Settings
 from pipeline.store import index
 from pipeline.store.embedded import stop_recorded, usable_dir
 from pipeline.store.locks import held
@@ -47,14 +52,15 @@ app.add_typer(profile.app, name="profile")
 app.add_typer(alerts.app, name="alerts")
 app.add_typer(compare.app, name="compare")
 app.add_typer(setup.app, name="setup")
+app.add_typer(feeds.app, name="feeds")
 
 SEED_QUERY = "سليماني موسكو روسيا إيران الأسد"
 DEMO_TIMEOUTS: dict[str, float] = {"connect_timeout": 2.0, "read_timeout": 2.0, "total_timeout": 15.0}
 
 
-def _run(settings: Settings, feeds: list[FeedConfig], *, as_json: bool) -> RunSummary:
+def _run(settings: Settings, feeds: list[FeedConfig], *, as_json: bool, due_only: bool) -> RunSummary:
     with progress_bar(not as_json) as update, open_index(settings) as es:
-        return run_cycle(settings, es, feeds, progress=update)
+        return run_cycle(settings, es, feeds, progress=update, due_only=due_only)
 
 
 def _counts(counts: dict[str, int]) -> str:
@@ -67,6 +73,12 @@ def _alerted(summary: RunSummary) -> str:
     return f"{summary.alerts_sent} / {summary.alerts_pending or 0}"
 
 
+def _ops(summary: RunSummary) -> str:
+    if summary.ops_alerts_sent is None:
+        return "off (set OPS_ALERT_TO)"
+    return f"{summary.ops_alerts_sent} / {summary.ops_alerts_pending or 0}"
+
+
 def print_summary(summary: RunSummary, *, as_json: bool) -> None:
     if as_json:
         print(json.dumps(summary.to_dict(), ensure_ascii=False, indent=2))
@@ -77,9 +89,10 @@ def print_summary(summary: RunSummary, *, as_json: bool) -> None:
     not_yet = "[dim]not built yet[/dim]"
     rows: list[tuple[str, Any]] = [
         (
-            "feeds ok / unchanged / failed / deferred",
+            "feeds ok / unchanged / failed / not due",
             f"{summary.feeds_ok} / {summary.feeds_not_modified} / {summary.feeds_failed} / {summary.feeds_deferred}",
         ),
+        ("feed health", _counts(summary.feed_states) or "-"),
         ("items seen in feeds", summary.items_seen),
         ("already known", summary.items_known + summary.items_same_url),
         ("new articles", summary.items_new),
@@ -97,6 +110,7 @@ def print_summary(summary: RunSummary, *, as_json: bool) -> None:
         ("index failures", summary.index_failed),
         ("already indexed, unchanged", summary.unchanged),
         ("stories alerted / pending", _alerted(summary)),
+        ("operator alerts sent / pending", _ops(summary)),
         ("time", f"{summary.seconds:.1f}s"),
     ]
     for name, value in rows:
@@ -109,6 +123,9 @@ def print_summary(summary: RunSummary, *, as_json: bool) -> None:
         for f in summary.failed_feeds:
             ft.add_row(f["feed"], f["reason"], str(f["consecutive_failures"]))
         out.print(ft)
+    for change in summary.state_changes:
+        if change.news:  # the reasons of failures are in the table above
+            out.print(escape(f"feed {change.feed}: {change.previous} → {change.state}"), highlight=False)
     for moved in summary.moved_feeds:
         out.print(
             f"[yellow]moved:[/yellow] feed {moved['feed']} now lives at {moved['moved_to']} — update the feed list"
@@ -116,6 +133,11 @@ def print_summary(summary: RunSummary, *, as_json: bool) -> None:
     for failure in summary.alert_failures:
         out.print(
             f"[yellow]alerts:[/yellow] profile {failure.get('profile', '')}: {failure.get('reason', '')}",
+            highlight=False,
+        )
+    for failure in summary.ops_alert_failures:
+        out.print(
+            f"[yellow]operator alerts:[/yellow] feed {failure.get('feed', '')}: {failure.get('reason', '')}",
             highlight=False,
         )
     if summary.reached_no_feed:
@@ -132,9 +154,16 @@ def run(
     es_index: IndexOpt = None,
     data_dir: DataOpt = None,
     allow_private_hosts: Annotated[bool | None, typer.Option("--allow-private-hosts/--no-private-hosts")] = None,
+    poll_all: Annotated[
+        bool, typer.Option("--all", help="Poll every enabled feed now, whatever its schedule (next_poll_at).")
+    ] = False,
+    ops_alert_to: Annotated[
+        str | None, typer.Option("--ops-alert-to", help="Operators' addresses for feed incidents [env OPS_ALERT_TO].")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run one full cycle over the feed list and exit."""
+    """Run one full cycle and exit: poll the feeds that are due (all of them with --all), download,
+    extract, index, alert."""
     log.configure(json=as_json or None)
     try:
         settings = settings_from(
@@ -143,11 +172,12 @@ def run(
             es_index=es_index,
             data_dir=data_dir,
             allow_private_hosts=allow_private_hosts,
+            ops_alert_to=tuple(a.strip() for a in ops_alert_to.split(",") if a.strip()) if ops_alert_to else None,
         )
         feeds = enabled_feeds(load_feeds(settings.feeds_file))
         if not feeds:
             fail(f"{settings.feeds_file}: no enabled feed")
-        summary = _run(settings, feeds, as_json=as_json)
+        summary = _run(settings, feeds, as_json=as_json, due_only=not poll_all)
     except (ConfigError, IndexingError) as e:
         fail(str(e))
     print_summary(summary, as_json=as_json)
@@ -169,10 +199,11 @@ def demo(
             stack.enter_context(held(usable_dir(base.data_dir) / "demo.lock", what="the demo cannot start"))
         except PipelineError as e:
             fail(str(e))
-        _demo(base, base.data_dir / "demo", as_json=as_json)
+        _demo(base, base.data_dir / DEMO_DIR, as_json=as_json)
 
 
 def _demo(base: Settings, demo_dir: Path, *, as_json: bool) -> None:
+    from pipeline.demo import DEMO_ALERT_FROM, DEMO_ALERT_TO, DEMO_OPS_ALERT_TO
     from pipeline.demo.server import SiteServer
     from pipeline.demo.site import build_site, demo_feeds
 
@@ -180,21 +211,32 @@ def _demo(base: Settings, demo_dir: Path, *, as_json: bool) -> None:
         # A server left running by a demo that was killed must not outlive the files it serves.
         stop_recorded(demo_dir / "es" / "data")
         shutil.rmtree(demo_dir, ignore_errors=True)
-        # Alerts go to .eml files in DATA_DIR/demo/outbox (never to a real mail server from the demo).
+        # Alerts go to .eml files in DATA_DIR/demo/outbox (never to a real mail server from the demo): the
+        # analysts' digest, and the operators' email about the sample's stale feed.
         settings = base.with_(
             es_url=None,
             data_dir=demo_dir,
+            feeds_file=demo_dir / DATA_DIR_FEEDS,
             allow_private_hosts=True,
             es_index="news-articles",
             smtp_url=None,
-            alert_to=base.alert_to or ("analyst@example.org",),
-            alert_from=base.alert_from or "news-pipeline@localhost",
+            alert_to=base.alert_to or DEMO_ALERT_TO,
+            alert_from=base.alert_from or DEMO_ALERT_FROM,
+            ops_alert_to=base.ops_alert_to or DEMO_OPS_ALERT_TO,
             # The sample site is local and fast; its hanging feed should cost the demo seconds, not a minute.
             **DEMO_TIMEOUTS,
         )
         with SiteServer() as site:
-            site.resources = dict(build_site(site.base_url))
-            feeds = [FeedConfig(**f) for f in demo_feeds(site.base_url)]
+            # Dated as if published in the last days: only the sample's stale feed looks stale.
+            site.resources = dict(build_site(site.base_url, now=datetime.now(UTC)))
+            listed = demo_feeds(site.base_url, stale=True)
+            # The demo's feed list stays with its data: `feeds` and the other commands run with
+            # DATA_DIR=<demo dir> read it (settings.DATA_DIR_FEEDS), not the seed list.
+            demo_dir.mkdir(parents=True, exist_ok=True)
+            settings.feeds_file.write_text(
+                yaml.safe_dump({"feeds": listed}, allow_unicode=True, sort_keys=False), encoding="utf-8"
+            )
+            feeds = [FeedConfig(**f) for f in listed]
             with progress_bar(not as_json) as update, open_index(settings) as es:
                 summary = run_cycle(settings, es, feeds, progress=update)
                 hits = index.search_articles(es, settings.es_index, SEED_QUERY, size=5)
@@ -212,12 +254,15 @@ def _demo(base: Settings, demo_dir: Path, *, as_json: bool) -> None:
     print_summary(summary, as_json=False)
     out.print(f"\n[bold]Search for the seed topic:[/bold] {SEED_QUERY}")
     _print_hits(hits)
-    outbox = sorted((demo_dir / "outbox").glob("*.eml"))
-    if outbox:
-        out.print(f"\n[bold]Alert digest[/bold] (open it in any mail client): {outbox[-1]}")
+    for path in sorted((demo_dir / "outbox").glob("*.eml")):
+        subject = str(BytesParser(policy=default).parsebytes(path.read_bytes())["Subject"] or "")
+        what = "Operator alert" if subject.startswith("[feed health]") else "Alert digest"
+        out.print(f"\n[bold]{what}[/bold] (open it in any mail client): {path}", highlight=False)
+        out.print(escape(f"  {subject}"), highlight=False)
     out.print(
-        f"\nThe demo index stays in {demo_dir}. Search it again with:\n"
-        f"  DATA_DIR={demo_dir} python -m pipeline search 'حزب الله'"
+        f"\nThe demo index stays in {demo_dir}. Search it again, and see its feeds' health, with:\n"
+        f"  DATA_DIR={demo_dir} python -m pipeline search 'حزب الله'\n"
+        f"  DATA_DIR={demo_dir} python -m pipeline feeds"
     )
 
 
@@ -347,69 +392,6 @@ def retag(
         f"re-tagged: {summary.scanned} articles read, {summary.changed} changed, {summary.failed} failed; "
         f"now tagged: {_counts(summary.tagged) or 'no profile'}"
     )
-
-
-@app.command()
-def feeds(
-    es_url: EsUrlOpt = None,
-    es_index: IndexOpt = None,
-    data_dir: DataOpt = None,
-    feeds_file: Annotated[Path | None, typer.Option("--feeds")] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Per-feed health: last success, failures in a row, last error, moved feeds."""
-    log.configure(json=as_json or None)
-    try:
-        settings = settings_from(es_url=es_url, es_index=es_index, data_dir=data_dir, feeds_file=feeds_file)
-        configured = load_feeds(settings.feeds_file)
-        with open_index(settings) as es:
-            prepare_index(es, settings.es_index)
-            states = index.load_feed_states(es, settings.es_index, [f.id for f in configured])
-    except (ConfigError, IndexingError) as e:
-        fail(str(e))
-    rows: list[dict[str, Any]] = []
-    for f in configured:
-        s = states.get(f.id)
-        rows.append(
-            {
-                "feed": f.id,
-                "outlet": f.outlet,
-                "enabled": f.enabled,
-                "url": f.url,
-                "last_success": s.last_success if s else None,
-                "last_attempt": s.last_attempt if s else None,
-                "consecutive_failures": s.consecutive_failures if s else 0,
-                "last_error": s.last_error if s else None,
-                "moved_to": s.moved_to if s else None,
-                "status": _health(s),
-            }
-        )
-    if as_json:
-        print(json.dumps(rows, ensure_ascii=False, indent=2))
-        return
-    t = Table(title="Feed health", title_justify="left")
-    for col in ("feed", "outlet", "status", "last success", "failures", "last error"):
-        t.add_column(col)
-    for r in rows:
-        t.add_row(
-            r["feed"],
-            r["outlet"],
-            r["status"],
-            r["last_success"] or "never",
-            str(r["consecutive_failures"]),
-            (r["last_error"] or "")[:80] + (f" (moved to {r['moved_to']})" if r["moved_to"] else ""),
-        )
-    out.print(t)
-
-
-def _health(state: Any) -> str:
-    if state is None or not state.last_attempt:
-        return "never polled"
-    if state.consecutive_failures >= 3:
-        return "dead?"
-    if state.consecutive_failures:
-        return "failing"
-    return "moved" if state.moved_to else "ok"
 
 
 class Stopped(BaseException):

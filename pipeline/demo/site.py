@@ -5,7 +5,11 @@
 as it is. ``expectations`` says, for every feed item, what a correct pipeline run must make of it, and
 ``bench_site`` builds a larger site of distinct pages for the throughput benchmark.
 
-Everything here is deterministic: no clock, no randomness, no network.
+Everything here is deterministic: no randomness, no network, and no clock unless one is given. The
+corpus is dated October 2025; ``build_site(..., now=...)`` moves every date by ``now - CORPUS_CLOCK``
+so that the feeds look as fresh as the day they were written (the demo does, or every feed would be
+``stale``), and ``expectations(now=...)`` moves its dates alike. The ``STALE_FEED`` (beside the
+``FAILING_FEEDS``) answers with items weeks older than that clock.
 """
 
 from __future__ import annotations
@@ -576,14 +580,23 @@ def _index_page(corpus: _Corpus, base_url: str) -> Resource:
     return _html_resource(text, "utf-8")
 
 
-def build_site(base_url: str) -> dict[str, Resource]:
+def _shift(now: datetime | None) -> timedelta:
+    return now - CORPUS_CLOCK if now is not None else timedelta(0)
+
+
+def _moved(items: Iterable[_Item], shift: timedelta) -> list[_Item]:
+    return [replace(i, date=i.date + shift) if i.date is not None and shift else i for i in items]
+
+
+def build_site(base_url: str, *, now: datetime | None = None) -> dict[str, Resource]:
     """Every path (with query string if any, as requested by a client) -> Resource.
 
     ``base_url`` like 'http://127.0.0.1:8123' with no trailing slash; all links in feeds and pages are
-    absolute URLs built from it.
+    absolute URLs built from it. With ``now``, every date of the corpus is moved by ``now - CORPUS_CLOCK``.
     """
     base_url = base_url.rstrip("/")
     corpus = _corpus()
+    corpus = replace(corpus, items=tuple(_moved(corpus.items, _shift(now))))
     site: dict[str, Resource] = {
         "/": _index_page(corpus, base_url),
         "/robots.txt": Resource(200, {"Content-Type": "text/plain; charset=utf-8"}, b"User-agent: *\nAllow: /\n"),
@@ -611,7 +624,26 @@ def build_site(base_url: str) -> dict[str, Resource]:
         b"<html><body><h1>500 Internal Server Error</h1></body></html>",
     )
     site["/almanara/feed/culture.xml"] = _redirect(MALFORMED_LOCATION)  # /stall/… is the server's own
+    site[STALE_FEED[2]] = _stale_feed(corpus, base_url, now or CORPUS_CLOCK)
     return site
+
+
+def _stale_feed(corpus: _Corpus, base_url: str, clock: datetime) -> Resource:
+    """A section feed the outlet stopped updating: it still answers, with articles from weeks ago."""
+    feed_id, outlet_id, path = STALE_FEED
+    outlet = corpus.outlets[outlet_id]
+    pages = [i for i in corpus.items if i.outlet_id == outlet_id and i.renders_page and i.lang == "ar"]
+    items = [replace(item, date=clock - timedelta(days=days)) for item, days in zip(pages, STALE_DAYS, strict=False)]
+    feed = {
+        "id": feed_id,
+        "outlet": outlet_id,
+        "path": path,
+        "format": "rss",
+        "encoding": "utf-8",
+        "title": f"{outlet['name_ar']} - ثقافة",
+        "description": "أخبار الثقافة والفنون",
+    }
+    return _render_feed(feed, outlet, items, base_url)
 
 
 # A host name that no resolver can answer, and that fails on this machine without a query leaving it:
@@ -628,11 +660,19 @@ FAILING_FEEDS: tuple[tuple[str, str, str, str], ...] = (
 )
 # The Location header of that last feed: an IPv6 literal that never closes its bracket.
 MALFORMED_LOCATION = "http://[almanara.example/feed/culture"
+# The corpus's own "now": just after its newest item (a site built with `now` moves every date by the
+# difference). Every sample feed is fresh at this clock.
+CORPUS_CLOCK = datetime(2025, 10, 6, 12, 0, tzinfo=UTC)
+# A feed that answers 200 but stopped publishing (id, outlet, path): its items are the outlet's pages,
+# dated these many days before the site's clock — a daily rhythm that ended weeks ago, so `stale`.
+STALE_FEED = ("alwaha-culture", "alwaha", "/alwaha/rss/culture.xml")
+STALE_DAYS = (40, 41, 42, 43)
 
 
-def demo_feeds(base_url: str, *, failing: bool = True) -> list[dict[str, Any]]:
+def demo_feeds(base_url: str, *, failing: bool = True, stale: bool = False) -> list[dict[str, Any]]:
     """The feed list as mappings {id, url, outlet, language} (same shape as seeds/feeds.yaml entries): the
-    sample outlets' feeds and, unless ``failing`` is False, the ``FAILING_FEEDS``."""
+    sample outlets' feeds, unless ``failing`` is False the ``FAILING_FEEDS``, and with ``stale`` the
+    ``STALE_FEED`` (what the demo polls; its items are pages other feeds list too)."""
     base_url = base_url.rstrip("/")
     corpus = _corpus()
     feeds = [
@@ -654,18 +694,25 @@ def demo_feeds(base_url: str, *, failing: bool = True) -> list[dict[str, Any]]:
             }
             for feed_id, outlet, where, _ in FAILING_FEEDS
         ]
+    if stale:
+        feed_id, outlet, path = STALE_FEED
+        feeds.append(
+            {"id": feed_id, "url": base_url + path, "outlet": corpus.outlets[outlet]["name_ar"], "language": "ar"}
+        )
     return feeds
 
 
-def _expected_date(item: _Item) -> str | None:
+def _expected_date(item: _Item) -> str | None:  # of an item already moved to the site's clock
     if item.date is None or not (item.feed_date or (item.page_date and item.page not in ("shell", "missing"))):
         return None
     return _utc(item.date)
 
 
-def expectations() -> list[Expected]:
-    """One per feed item, in feed order, derived from corpus.yaml."""
+def expectations(*, now: datetime | None = None) -> list[Expected]:
+    """One per feed item, in feed order, derived from corpus.yaml (dates moved as ``build_site(now=now)``
+    moves them)."""
     corpus = _corpus()
+    corpus = replace(corpus, items=tuple(_moved(corpus.items, _shift(now))))
     return [
         Expected(
             path=item.link_path,

@@ -14,10 +14,10 @@ from elasticsearch import Elasticsearch
 
 from pipeline import log
 from pipeline.errors import LanguageRejected
-from pipeline.ingest import stream
+from pipeline.ingest import health, stream
 from pipeline.ingest.fetch import Fetcher
 from pipeline.ingest.poll import PollResult
-from pipeline.records import Article, FeedConfig, FeedItem, FeedState, iso
+from pipeline.records import Article, FeedConfig, FeedItem, FeedState, count_states, iso, state_of
 from pipeline.settings import Settings
 from pipeline.store import index
 from pipeline.store.es import bulk_write, get_many
@@ -39,6 +39,23 @@ LANDED_HOLD = timedelta(hours=6)
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """A feed whose health state changed in this run (``previous`` → ``state``), and why."""
+
+    feed: str
+    url: str
+    previous: str
+    state: str
+    reason: str
+    consecutive_failures: int
+
+    @property
+    def news(self) -> bool:
+        """Worth telling: anything but a first poll that went well."""
+        return (self.previous, self.state) != ("never_polled", "ok")
+
+
 @dataclass(slots=True)
 class RunSummary:
     started_at: str = ""
@@ -47,9 +64,12 @@ class RunSummary:
     feeds_ok: int = 0
     feeds_not_modified: int = 0
     feeds_failed: int = 0
-    feeds_deferred: int = 0
+    feeds_deferred: int = 0  # not polled: not due yet (see next_poll_at), or the server asked to wait
     failed_feeds: list[dict[str, Any]] = field(default_factory=list)
     moved_feeds: list[dict[str, str]] = field(default_factory=list)
+    # Every feed's health state after this run (the feeds not polled keep theirs), and the changes.
+    feed_states: dict[str, int] = field(default_factory=dict)
+    state_changes: list[StateChange] = field(default_factory=list)
     items_seen: int = 0
     items_skipped: int = 0  # feed entries with no link we could fetch (javascript:, malformed, none)
     items_same_url: int = 0
@@ -71,6 +91,9 @@ class RunSummary:
     alerts_sent: int | None = None  # stories delivered (in digests) by this run
     alerts_pending: int | None = None  # matching stories not delivered yet (mail server down, no recipient)
     alert_failures: list[dict[str, str]] = field(default_factory=list)
+    ops_alerts_sent: int | None = None  # operator emails (feed incidents and recoveries) sent by this run
+    ops_alerts_pending: int | None = None  # incidents and recoveries not delivered yet (mail server down)
+    ops_alert_failures: list[dict[str, str]] = field(default_factory=list)
     failures: list[dict[str, str]] = field(default_factory=list)  # first 50 page failures, for the report
     stage_seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage
 
@@ -145,10 +168,12 @@ def collect(
     fetcher: Fetcher | None = None,
     progress: Progress | None = None,
     now: datetime | None = None,
+    due_only: bool = False,
 ) -> Collected:
-    """Poll ``feeds``, download their new items and extract the articles, tagged against ``profiles``.
-    Reads the index (what is known already; its indices must exist: ``clustering.prepare_index``) but writes
-    nothing: see ``commit_collected`` and ``process``.
+    """Poll ``feeds`` (with ``due_only``, only those whose ``next_poll_at`` has come: see
+    ``health.due``), download their new items and extract the articles, tagged against ``profiles``.
+    Reads the index (what is known already; its indices must exist: ``clustering.prepare_index``) but
+    writes nothing: see ``commit_collected`` and ``process``.
 
     ``feed_order`` gives every feed's position in the whole feed list when ``feeds`` is one batch of it
     (Airflow maps batches over tasks), so that an article listed by two feeds is credited alike.
@@ -161,6 +186,8 @@ def collect(
     summary = RunSummary(started_at=iso(now) or "", feeds_total=len(feeds))
     alias = settings.es_index
     states = index.load_feed_states(es, alias, [f.id for f in feeds])
+    due = [f for f in feeds if health.due(f, states.get(f.id), now=now)] if due_only else list(feeds)
+    summary.feeds_deferred = len(feeds) - len(due)
     own_fetcher = fetcher is None
     fetcher = fetcher or Fetcher(settings)
     clock = log.Laps(summary.stage_seconds, digits=3)
@@ -197,7 +224,7 @@ def collect(
     outcomes: list[Outcome] = []
     try:
         events = stream.stream(
-            settings, fetcher, feeds, states, now=now, admit=admit, progress=progress, profiles=profiles
+            settings, fetcher, due, states, now=now, admit=admit, progress=progress, profiles=profiles
         )
         for event in events:
             if isinstance(event, stream.Polled):
@@ -231,8 +258,9 @@ def collect(
         if own_fetcher:
             fetcher.close()
     articles = [_credit(a, claimed[a.canonical_url]) for a in articles]
-    ordered_polls = [polled[feed.id] for feed in feeds]
+    ordered_polls = [polled[feed.id] for feed in due]
     _count_polls(summary, ordered_polls)
+    _note_states(summary, feeds, states, ordered_polls)
     by_id = {item.id: item for item in fresh}
     summary.seconds = round(time.monotonic() - started, 3)
     return Collected(
@@ -291,5 +319,28 @@ def _count_polls(summary: RunSummary, polled: Sequence[PollResult]) -> None:
                     "consecutive_failures": r.state.consecutive_failures,
                 }
             )
-        if r.state.moved_to and r.outcome == "ok":
+        if r.state.moved_to and r.outcome in ("ok", "not_modified"):
             summary.moved_feeds.append({"feed": r.feed.id, "url": r.feed.url, "moved_to": r.state.moved_to})
+
+
+def _note_states(
+    summary: RunSummary, feeds: Sequence[FeedConfig], before: Mapping[str, FeedState], polled: Sequence[PollResult]
+) -> None:
+    """Count every feed's state after the run and log each change of state, naming the feed and why."""
+    summary.feed_states = count_states(feeds, {**before, **{r.feed.id: r.state for r in polled}})
+    for r in polled:
+        was, new = state_of(r.feed, before.get(r.feed.id)), r.state.state
+        if was == new:
+            continue
+        change = StateChange(
+            feed=r.feed.id,
+            url=r.feed.url,
+            previous=was,
+            state=new,
+            reason=r.error or r.state.last_error or "",
+            consecutive_failures=r.state.consecutive_failures,
+        )
+        summary.state_changes.append(change)
+        # A first poll that went well is not news; a recovery is; any other change is a warning.
+        emit = (_log.info if change.news else _log.debug) if new == "ok" else _log.warning
+        emit("feed.state_changed", **asdict(change))

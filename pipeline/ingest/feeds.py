@@ -68,6 +68,8 @@ def load_feeds(path: Path) -> list[FeedConfig]:
             enabled=entry.get("enabled", True),
             poll_minutes=entry.get("poll_minutes"),
             line=lines.line(("feeds", index)),
+            verified=entry.get("verified", True),
+            fallback_urls=tuple(entry.get("fallback_urls") or ()),
         )
         for index, entry in enumerate(data["feeds"])
     ]

@@ -78,7 +78,7 @@ def install_indices(es: Elasticsearch, alias: str) -> list[str]:
     """
     prepare_index(es, alias)
     names = index.Names(alias)
-    return [names.backing, names.feeds, names.seen, names.alerts, names.lsh, names.journal]
+    return [names.backing, names.feeds, names.seen, names.alerts, names.lsh, names.journal, names.incidents]
 
 
 def pipeline_role(alias: str) -> dict[str, Any]:

@@ -12,11 +12,13 @@ import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
 
 from pipeline import log
+from pipeline.demo import DEMO_ALERT_FROM, DEMO_ALERT_TO, DEMO_OPS_ALERT_TO
 from pipeline.errors import ConfigError
 from pipeline.settings import PROJECT_ROOT, Settings
 from pipeline.store.embedded import embedded_elasticsearch, free_port, stop_group, wait_ready
@@ -67,7 +69,33 @@ def airflow_env(settings: Settings, *, home: Path, port: int, es_url: str, feeds
     }
     if settings.allow_private_hosts:
         env["ALLOW_PRIVATE_HOSTS"] = "1"
+    # Who gets the digests and the operators' feed alerts, and how (no SMTP_URL: .eml files in
+    # DATA_DIR/outbox): as the settings say, flags and demo defaults included.
+    for name, value in [
+        ("ALERT_TO", ",".join(settings.alert_to)),
+        ("ALERT_FROM", settings.alert_from or ""),
+        ("OPS_ALERT_TO", ",".join(settings.ops_alert_to)),
+        ("SMTP_URL", settings.smtp_url or ""),
+    ]:
+        if value:
+            env[name] = value
+        else:
+            env.pop(name, None)
     return env
+
+
+def demo_settings(settings: Settings) -> Settings:
+    """What ``--demo`` runs with: the sample site is local, so loopback feeds are allowed and its hanging
+    feed holds a polling task seconds, not a minute; its digest and operator alerts go to the demo's
+    recipients (unless set), as ``.eml`` files in ``DATA_DIR/outbox`` unless ``SMTP_URL`` names a server."""
+    return settings.with_(
+        allow_private_hosts=True,
+        connect_timeout=2.0,
+        read_timeout=2.0,
+        alert_to=settings.alert_to or DEMO_ALERT_TO,
+        alert_from=settings.alert_from or DEMO_ALERT_FROM,
+        ops_alert_to=settings.ops_alert_to or DEMO_OPS_ALERT_TO,
+    )
 
 
 def _airflow(*args: str, env: dict[str, str]) -> None:
@@ -97,13 +125,13 @@ def standalone(settings: Settings, *, demo: bool, port: int = 0) -> Iterator[Sta
             from pipeline.demo.site import build_site, demo_feeds
 
             site = stack.enter_context(SiteServer())
-            site.resources = dict(build_site(site.base_url))
+            # Dated as if published in the last days: its stale and failing feeds are the only ones in trouble.
+            site.resources = dict(build_site(site.base_url, now=datetime.now(UTC)))
             feeds_file = home / "demo-feeds.yaml"
             feeds_file.write_text(
-                yaml.safe_dump({"feeds": demo_feeds(site.base_url)}, allow_unicode=True), encoding="utf-8"
+                yaml.safe_dump({"feeds": demo_feeds(site.base_url, stale=True)}, allow_unicode=True), encoding="utf-8"
             )
-            # The sample site is local: its hanging feed should hold a polling task seconds, not a minute.
-            settings = settings.with_(allow_private_hosts=True, connect_timeout=2.0, read_timeout=2.0)
+            settings = demo_settings(settings)
         es_url = settings.es_url or stack.enter_context(embedded_elasticsearch(settings.data_dir))
         env = airflow_env(settings, home=home, port=port, es_url=es_url, feeds_file=feeds_file)
         _airflow("db", "migrate", env=env)

@@ -57,6 +57,10 @@ class Names:
     def journal(self) -> str:
         return f"{self.alias}-journal"
 
+    @property
+    def incidents(self) -> str:
+        return f"{self.alias}-incidents"
+
 
 def load_template(alias: str, path: Path = SCHEMAS / "index-template.json") -> dict[str, Any]:
     raw: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
@@ -89,11 +93,14 @@ def ensure_indices(es: Elasticsearch, alias: str) -> bool:
             es.indices.put_mapping(index=alias, **template["template"]["mappings"])
         state = json.loads((SCHEMAS / "state-indices.json").read_text(encoding="utf-8"))
         upgraded = False
-        for key in ("feeds", "seen", "alerts", "lsh", "journal"):
+        for key in ("feeds", "seen", "alerts", "lsh", "journal", "incidents"):
             name = getattr(names, key)
             if not es.indices.exists(index=name):
                 _create(es, name, mappings=state[key]["mappings"])
                 upgraded |= key == "lsh" and existed
+            else:
+                # Fields added since the index was made (the feeds' health) reach it too: additive only.
+                es.indices.put_mapping(index=name, properties=state[key]["mappings"]["properties"])
     return upgraded
 
 
