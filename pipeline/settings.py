@@ -167,6 +167,9 @@ class Settings:
     landing_retention_days: float = 7.0
     # Feeds per mapped polling task (feeds of one host always share a task, so the per-host bound holds).
     poll_batch_feeds: int = 8
+    # Airflow's planner polls the feeds due within this many seconds: the period of NEWS_POLL_SCHEDULE (a
+    # minute), so a feed is polled at the run before its time rather than a whole period after it.
+    poll_ahead_seconds: float = 60.0
     # Feed health (pipeline/ingest/health.py) and operator alerts (pipeline/alerts/incidents.py).
     ops_alert_to: tuple[str, ...] = ()  # who hears of a failing, stale, moved, blocked or dead feed
     feed_alert_after_failures: int = 3  # a failing feed is an incident after this many failed polls in a row
@@ -231,6 +234,7 @@ class Settings:
             ("SMTP_TIMEOUT", "smtp_timeout", _float),
             ("LANDING_RETENTION_DAYS", "landing_retention_days", _float),
             ("POLL_BATCH_FEEDS", "poll_batch_feeds", _int),
+            ("POLL_AHEAD_SECONDS", "poll_ahead_seconds", _float),
             ("FEED_ALERT_AFTER_FAILURES", "feed_alert_after_failures", _int),
             ("FEED_DEAD_DAYS", "feed_dead_days", _float),
             ("FEED_MIN_MINUTES", "feed_min_minutes", _float),
@@ -274,6 +278,8 @@ class Settings:
             for address in addresses:
                 if address.count("@") != 1 or " " in address or address.startswith("@") or address.endswith("@"):
                     raise ConfigError(f"{name} holds {address!r}: list plain addresses, comma-separated")
+        if self.poll_ahead_seconds < 0:
+            raise ConfigError("POLL_AHEAD_SECONDS must not be negative")
         if self.feed_alert_after_failures < 1:
             raise ConfigError("FEED_ALERT_AFTER_FAILURES must be at least 1")
         if self.feed_dead_days <= 0:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -75,9 +75,13 @@ def plan_feed_batches(settings: Settings, *, only: Collection[str] | None = None
 
 
 def plan_due_batches(settings: Settings, *, now: datetime | None = None) -> tuple[list[list[str]], dict[str, int]]:
-    """The enabled feeds that are due (``next_poll_at`` passed, never polled, or given a new URL), in
-    batches as ``plan_feed_batches`` cuts them; and the counts (feeds, due, batches) for the log. Every
-    worker reads the same schedule: it lives in ``<alias>-feeds``.
+    """The enabled feeds that are due (never polled, given a new URL, or their ``next_poll_at`` comes
+    within ``POLL_AHEAD_SECONDS``), in batches as ``plan_feed_batches`` cuts them; and the counts (feeds,
+    due, batches) for the log. Every worker reads the same schedule: it lives in ``<alias>-feeds``.
+
+    Polling a little ahead is what keeps a feed's interval: the planner runs once per schedule period,
+    and a feed due a few seconds after one run would otherwise wait the whole period for the next. A
+    server's ``Retry-After`` still holds: the poll itself defers a feed whose wait is not over.
 
     Raises:
         ConfigError: the feed list is invalid.
@@ -88,7 +92,8 @@ def plan_due_batches(settings: Settings, *, now: datetime | None = None) -> tupl
     with open_index(settings) as es:
         prepare_index(es, settings.es_index)
         states = index.load_feed_states(es, settings.es_index, [f.id for f in feeds])
-    due = {f.id for f in feeds if health.due(f, states.get(f.id), now=now)}
+    horizon = now + timedelta(seconds=settings.poll_ahead_seconds)
+    due = {f.id for f in feeds if health.due(f, states.get(f.id), now=horizon)}
     batches = plan_feed_batches(settings, only=due)
     return batches, {"feeds": len(feeds), "due": len(due), "batches": len(batches)}
 
