@@ -543,6 +543,8 @@ def chart(results: list[dict[str, Any]], out: Path) -> None:
     titles = [names[r["mode"]] for r in results]
     fig = make_subplots(rows=1, cols=len(results), subplot_titles=titles, shared_yaxes=True)
     colours = {"indexed_s": "#4c78a8", "emailed_s": "#e45756"}
+    # One scale for every panel, so the deployments compare at a glance.
+    longest = max((a[k] or 0) / 60 for r in results for a in r["articles"] for k in colours) or 1.0
     for col, r in enumerate(results, start=1):
         for key, label in (("indexed_s", "indexed"), ("emailed_s", "in the inbox")):
             values = sorted(a[key] / 60 for a in r["articles"] if a[key] is not None)
@@ -557,8 +559,8 @@ def chart(results: list[dict[str, Any]], out: Path) -> None:
         p95 = r["emailed"]["p95_s"]
         if p95 is not None:
             fig.add_vline(x=p95 / 60, line_dash="dot", line_color="#e45756", row=1, col=col)
-        fig.update_xaxes(title_text="minutes after publication", row=1, col=col, rangemode="tozero")
-    fig.update_yaxes(title_text="share of articles", tickformat=".0%", row=1, col=1)
+        fig.update_xaxes(title_text="minutes after publication", row=1, col=col, range=[0, longest * 1.05])
+    fig.update_yaxes(title_text="share of articles", tickformat=".0%", range=[0, 1.03], row=1, col=1)
     n = len(results[0]["articles"])
     fig.update_layout(
         title=f"Publication → index and inbox, {n} articles over {results[0]['window_minutes']:g} min (dotted: p95)",
@@ -567,7 +569,9 @@ def chart(results: list[dict[str, Any]], out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="latency-chart-") as tmp:
         html = Path(tmp) / "latency.html"
-        fig.write_html(html, include_plotlyjs=True, full_html=True)
+        fig.write_html(
+            html, include_plotlyjs=True, full_html=True, config={"displayModeBar": False, "staticPlot": True}
+        )
         browser = shutil.which("chromium") or shutil.which("chromium-browser")
         if browser is None:
             raise SystemExit("no Chromium to render the chart (apt-get install chromium); the figures are above")
