@@ -36,7 +36,7 @@ from typer.testing import CliRunner
 
 from pipeline import log
 from pipeline.cli import main
-from pipeline.errors import IndexingError
+from pipeline.errors import IndexingError, KibanaError
 from pipeline.ops import setup
 from pipeline.settings import PROJECT_ROOT, Settings
 from pipeline.store import index
@@ -911,7 +911,7 @@ def test_kibana_answering_an_error_fails_the_setup(kibana: FakeKibana) -> None:
         "error": "Bad Request",
         "message": "Invalid file extension",
     }
-    with pytest.raises(setup.KibanaError, match=r"refused the import \(HTTP 400\): Invalid file extension"):
+    with pytest.raises(KibanaError, match=r"refused the import \(HTTP 400\): Invalid file extension"):
         setup.import_saved_objects(kibana.url, setup.saved_objects(), headers={}, interval=0.01)
 
 
@@ -919,7 +919,7 @@ def test_refused_credentials_fail_at_once(kibana: FakeKibana) -> None:
     kibana.starting = 0
     kibana.status_code = 401
     started = time.monotonic()
-    with pytest.raises(setup.KibanaError, match=r"refused the credentials \(HTTP 401"):
+    with pytest.raises(KibanaError, match=r"refused the credentials \(HTTP 401"):
         setup.import_saved_objects(kibana.url, setup.saved_objects(), headers={}, wait=30)
     assert time.monotonic() - started < 5
     assert kibana.uploads == []
