@@ -119,6 +119,8 @@ class AlertRun:
     profiles_busy: list[str] = field(default_factory=list)  # leased by another run: skipped
     messages: list[dict[str, Any]] = field(default_factory=list)  # {profile, message_id, recipients, stories, where}
     decisions: dict[str, int] = field(default_factory=dict)  # reason → articles decided this run (alerts why)
+    surges_sent: int = 0  # surge emails (pipeline/alerts/surge.py), when the run checks for surges
+    surges: list[dict[str, Any]] = field(default_factory=list)  # {profile, window_start, articles, baseline, ...}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -157,10 +159,12 @@ def run_alerts(
     profiles: Sequence[Profile],
     *,
     now: datetime | None = None,
+    surges: bool = True,
 ) -> AlertRun:
     """Send every profile's pending stories as digests, record them in the ledger with a decision about
-    every tagged article (:mod:`pipeline.alerts.decisions`). Idempotent; safe to run from several
-    processes at once.
+    every tagged article (:mod:`pipeline.alerts.decisions`), then, with ``surges``, send the surge emails
+    (:mod:`pipeline.alerts.surge`; Airflow runs those as a task of their own). Idempotent; safe to run
+    from several processes at once.
 
     ``now`` is the end of the look-back window (default: the clock). Leases and claims are stamped
     with the later of ``now`` and the clock, so a caller passing the time its cycle started cannot make
@@ -220,7 +224,13 @@ def run_alerts(
             _decide(es, run, profile, recipients, seen, outcomes, stamp=stamp, alias=alias)
         finally:
             release_lease(es, alias, lease)
-    _log.info("alerts.summary", **{k: v for k, v in run.to_dict().items() if k != "messages"})
+    if surges:
+        from pipeline.alerts.surge import run_surges  # the surge module builds on this one
+
+        found = run_surges(settings, es, profiles, now=now)
+        run.surges_sent, run.surges = found.sent, found.surges
+        run.failures.extend(found.failures)
+    _log.info("alerts.summary", **{k: v for k, v in run.to_dict().items() if k not in ("messages", "surges")})
     return run
 
 
