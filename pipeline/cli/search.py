@@ -172,19 +172,17 @@ def print_result(result: SearchResult) -> None:
         out.print(escape(_filters(result)), highlight=False)
     if result.unnormalised:
         err.print(
-            f"note: {result.unnormalised} of these were indexed before exact phrases existed and matched quoted "
-            "phrases through the analyzer; `python -m pipeline retag` makes them exact",
+            f"note: {result.unnormalised} articles were indexed before exact phrases existed and are not searched "
+            "by quoted phrases: `python -m pipeline retag` (once) adds them",
             highlight=False,
         )
     for n, hit in enumerate(result.hits, start=1):
         out.print(f"\n[bold]{n}. {marked(hit.title_marked)}[/bold]", highlight=False)
         meta = f"{hit.outlet} · {when(hit.published_at)}"
-        if result.cluster and hit.copies > 1:
-            meta += f" · {hit.matching_copies} of {hit.copies} copies match"
-            if hit.other_outlets:
-                meta += " · also " + "، ".join(hit.other_outlets)
-        elif hit.copies > 1:
+        if hit.copies > 1:
             meta += f" · story of {hit.copies} copies"
+        if hit.other_outlets:
+            meta += " · also " + "، ".join(hit.other_outlets)
         out.print(escape("   " + meta), highlight=False)
         for fragment in hit.snippets[:2]:
             out.print(f"   … {marked(fragment)} …", highlight=False)
