@@ -18,7 +18,7 @@ from smtp_server import RecordingSmtp
 from test_alerts import DESK, text_of
 
 from pipeline.alerts.run import run_alerts
-from pipeline.alerts.surge import measure, run_surges, surge_id
+from pipeline.alerts.surge import measure, measure_all, run_surges, surge_id
 from pipeline.errors import ConfigError
 from pipeline.records import Article
 from pipeline.settings import Settings
@@ -171,6 +171,9 @@ def test_a_flat_week_or_a_small_hour_sends_no_surge(
     plant(es, mailing.es_index, few)
     assert not measure(es, mailing.es_index, quiet, now=now).surging(quiet)
     assert run_surges(mailing, es, [quiet], now=now).sent == 0 and smtp.count() == 0
+    # Both profiles measured in one search, each on its own articles.
+    both = measure_all(es, mailing.es_index, [profile, quiet], now=now)
+    assert (both[profile.id].articles, both[quiet.id].articles, both[quiet.id].previous) == (2, 3, (0,) * 7)
 
 
 def test_a_surge_that_goes_on_is_mailed_once_and_a_new_one_after_a_quiet_hour_again(

@@ -2,9 +2,11 @@
 
 Measure
     The profile's articles (``topics``) *published* in the last hour, against the same hour of each of
-    the previous 7 days: one search per profile, a ``date_histogram`` of one-hour buckets shifted
-    (``offset``) so that one ends exactly now, over 7 days and an hour, with the stories (``terms`` on
-    ``cluster_id``, each with its earliest article) and the outlets of the last hour in the same request.
+    the previous 7 days: a ``date_histogram`` of one-hour buckets shifted (``offset``) so that one ends
+    exactly now, over 7 days and an hour, with the stories (``terms`` on ``cluster_id``, each with its
+    earliest article) and the outlets of the last hour — for every profile in one search (a
+    ``filters`` bucket per profile), which costs one pass over the index on the embedded server (3.5 s
+    at 100,000 articles).
     Publication time, not indexing time: a backlog of old articles indexed at once is not news.
 
 Rule
@@ -58,7 +60,7 @@ from pipeline.store import index
 from pipeline.store.es import get_many, translated
 from pipeline.topics.profiles import Profile
 
-__all__ = ["CONTINUED", "SURGE", "Hourly", "SurgeRun", "measure", "run_surges", "surge_id"]
+__all__ = ["CONTINUED", "SURGE", "Hourly", "SurgeRun", "measure", "measure_all", "run_surges", "surge_id"]
 
 _log = log.get(__name__)
 
@@ -114,6 +116,16 @@ def measure(es: Elasticsearch, alias: str, profile: Profile, *, now: datetime) -
     Raises:
         IndexingError: the index cannot be searched.
     """
+    return measure_all(es, alias, [profile], now=now)[profile.id]
+
+
+def measure_all(es: Elasticsearch, alias: str, profiles: Sequence[Profile], *, now: datetime) -> dict[str, Hourly]:
+    """:func:`measure` for every profile in one search (a ``filters`` aggregation with a bucket per
+    profile): on the embedded server every search is a pass over the index, whatever it asks.
+
+    Raises:
+        IndexingError: the index cannot be searched.
+    """
     end = now.astimezone(UTC).replace(microsecond=0)
     start = end - WINDOW
     first = start - timedelta(days=DAYS)
@@ -121,7 +133,7 @@ def measure(es: Elasticsearch, alias: str, profile: Profile, *, now: datetime) -
     shift = int((end - end.replace(minute=0, second=0)).total_seconds())
     window = {"range": {"published_at": {"gte": iso(start), "lt": iso(end)}}}
     earliest = {"top_hits": {"size": 1, "sort": [{"published_at": {"order": "asc"}}], "_source": _STORY_FIELDS}}
-    aggs: dict[str, Any] = {
+    per_profile: dict[str, Any] = {
         "hours": {
             "date_histogram": {
                 "field": "published_at",
@@ -141,30 +153,28 @@ def measure(es: Elasticsearch, alias: str, profile: Profile, *, now: datetime) -
             },
         },
     }
+    ids = [p.id for p in profiles]
+    aggs = {"profiles": {"filters": {"filters": {i: {"term": {"topics": i}} for i in ids}}, "aggs": per_profile}}
     query = {
         "bool": {
-            "filter": [
-                {"term": {"topics": profile.id}},
-                {"range": {"published_at": {"gte": iso(first), "lt": iso(end)}}},
-            ]
+            "filter": [{"terms": {"topics": ids}}, {"range": {"published_at": {"gte": iso(first), "lt": iso(end)}}}]
         }
     }
-    with translated(f"measuring {profile.id}'s coverage in {alias}", url=alias):
+    with translated(f"measuring the profiles' coverage in {alias}", url=alias):
         resp = es.search(index=alias, size=0, query=query, aggs=aggs)
-    found = resp["aggregations"]
-    by_start = {int(b["key"]): int(b["doc_count"]) for b in found["hours"]["buckets"]}
-    previous = tuple(by_start.get(_ms(start - timedelta(days=d)), 0) for d in range(1, DAYS + 1))
-    stories = tuple(_story(bucket) for bucket in found["window"]["stories"]["buckets"])
-    outlets = tuple((str(b["key"]), int(b["doc_count"])) for b in found["window"]["outlets"]["buckets"])
-    return Hourly(
-        profile=profile.id,
-        window_start=start,
-        window_end=end,
-        articles=int(found["window"]["doc_count"]),
-        previous=previous,
-        stories=stories,
-        outlets=outlets,
-    )
+    measured = {}
+    for profile_id, found in resp["aggregations"]["profiles"]["buckets"].items():
+        by_start = {int(b["key"]): int(b["doc_count"]) for b in found["hours"]["buckets"]}
+        measured[profile_id] = Hourly(
+            profile=profile_id,
+            window_start=start,
+            window_end=end,
+            articles=int(found["window"]["doc_count"]),
+            previous=tuple(by_start.get(_ms(start - timedelta(days=d)), 0) for d in range(1, DAYS + 1)),
+            stories=tuple(_story(bucket) for bucket in found["window"]["stories"]["buckets"]),
+            outlets=tuple((str(b["key"]), int(b["doc_count"])) for b in found["window"]["outlets"]["buckets"]),
+        )
+    return measured
 
 
 _STORY_FIELDS = ["title", "outlet", "canonical_url", "url", "published_at"]
@@ -204,10 +214,10 @@ def run_surges(
     ensure_ledger(es, alias)
     run = SurgeRun()
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    for profile in profiles:
-        if not profile.surge.enabled:
-            continue
-        hourly = measure(es, alias, profile, now=now)
+    watched = [p for p in profiles if p.surge.enabled]
+    measured = measure_all(es, alias, watched, now=now) if watched else {}
+    for profile in watched:
+        hourly = measured[profile.id]
         if not hourly.surging(profile):
             continue
         recipients = recipients_for(profile, settings)
