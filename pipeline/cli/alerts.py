@@ -25,6 +25,7 @@ from pipeline.cli.common import (
     out,
     settings_from,
 )
+from pipeline.cli.search import when
 from pipeline.errors import AlertError, ConfigError, IndexingError
 from pipeline.ingest.urls import canonical_url
 from pipeline.records import doc_id
@@ -80,7 +81,8 @@ def list_cmd(
         print(json.dumps([row.to_dict() for row in rows], ensure_ascii=False, indent=2))
         return
     if not rows:
-        out.print("no alert sent, pending or decided" if status == "all" else f"no {status} alert")
+        empty = {"all": "no alert sent, pending or decided", "not-alerted": "no story decided against"}
+        out.print(empty.get(status, f"no alert {status}"))
         return
     # One block per row, not a table: Arabic titles and long URLs wrap badly in narrow columns.
     for row in rows:
@@ -132,27 +134,24 @@ def why_cmd(
 
 
 def print_why(answer: Why) -> None:
-    """One screen: the article, then per profile the answer in one line and the decisions behind it."""
+    """One screen: the article, then per profile the answer in one line and the decisions behind it
+    (the last five)."""
     out.print(escape(f"{answer.title} — {answer.outlet}"), style="bold", highlight=False)
-    out.print(
-        escape(
-            f"  published {answer.published_at or '?'} · indexed {answer.fetched_at or '?'} · id {answer.article_id}"
-        ),
-        highlight=False,
-    )
+    story = f" · story {answer.cluster_id}" if answer.cluster_id != answer.article_id else ""
+    out.print(escape(f"  published {when(answer.published_at)} · indexed {when(answer.fetched_at)}"), highlight=False)
     out.print(escape(f"  {answer.url}"), highlight=False)
+    out.print(escape(f"  id {answer.article_id}{story}"), highlight=False)
     if not answer.answers:
         out.print("no profile: nothing is alerted (add one to PROFILES_DIR)")
     for profile in answer.answers:
         score = f"score {profile.score:.1f}" if profile.score is not None else "no score"
-        thresholds = f"tag {profile.tag_threshold:g}, alert {profile.alert_threshold:g}"
-        out.print(
-            escape(f"\n{profile.profile} ({score}; {thresholds}): {profile.status}"), style="bold", highlight=False
-        )
+        thresholds = f"tag at {profile.tag_threshold:g}, alert at {profile.alert_threshold:g}"
+        out.print(escape(f"\n{profile.profile}: {profile.status}"), style="bold", highlight=False)
+        out.print(escape(f"  {score} ({thresholds})"), highlight=False)
         out.print(escape(f"  {profile.verdict}"), highlight=False)
         for decision in profile.decisions[:5]:
             to = ", ".join(decision.recipients) or "no recipients"
-            out.print(escape(f"  · {decision.decided_at or '?'}  {decision.reason}  to {to}"), highlight=False)
+            out.print(escape(f"  · {when(decision.decided_at)}  {decision.reason}, to {to}"), highlight=False)
 
 
 @app.command("resend")
