@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, get_args
 from urllib.parse import parse_qs, urlsplit
 
 import jsonschema
@@ -35,6 +35,7 @@ from elasticsearch import Elasticsearch
 from typer.testing import CliRunner
 
 from pipeline import log
+from pipeline.alerts.decisions import Reason
 from pipeline.cli import main
 from pipeline.errors import IndexingError, KibanaError
 from pipeline.ops import setup
@@ -671,6 +672,23 @@ def test_saved_searches_cover_the_seed_topic_the_newest_stories_and_one_story() 
     assert "cluster_id" in story["columns"] and "outlet" in story["columns"]
 
 
+def test_alert_decisions_are_a_saved_search_on_the_ledger_by_decision_time() -> None:
+    objects = by_id(saved_objects())
+    search = objects["news-search-alert-decisions"]["attributes"]
+    assert search["title"] == "Alert decisions" and search["sort"] == [["decided_at", "desc"]]
+    assert {"profile", "reason", "score", "threshold", "message_id"} <= set(search["columns"])
+    source = json.loads(search["kibanaSavedObjectMeta"]["searchSourceJSON"])
+    assert source["query"]["query"] == 'kind : "decision"'
+    # The ledger's own data view keys time on sent_at, which a decision has no reason to carry: this one
+    # reads the same index by decision time.
+    view = objects["news-articles-alert-decisions"]["attributes"]
+    assert (
+        view["title"] == objects["news-articles-alerts"]["attributes"]["title"]
+        and view["timeFieldName"] == "decided_at"
+    )
+    assert all(reason in search["description"] for reason in get_args(Reason))
+
+
 def test_another_alias_repoints_the_data_views_and_nothing_else() -> None:
     original = setup.saved_objects()
     assert original == b"".join(p.read_bytes() for p in sorted(KIBANA_DIR.glob("*.ndjson")))
@@ -680,6 +698,7 @@ def test_another_alias_repoints_the_data_views_and_nothing_else() -> None:
         "news-articles": "press-ar",
         "news-articles-alerts": "press-ar-alerts",
         "news-articles-feeds": "press-ar-feeds",
+        "news-articles-alert-decisions": "press-ar-alerts",
     }
     same = [json.loads(line) for line in original.decode().splitlines()]
     for before, after in zip(same, moved, strict=True):
