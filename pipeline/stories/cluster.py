@@ -75,9 +75,16 @@ class _Checker:
         known = grams or {}
         self.by_id = {a.id: a for a in articles}
         self.grams = {a.id: known[a.id] if a.id in known else shingles(a.body) for a in articles}
-        self.sigs = {a.id: _values(a.minhash or fingerprint(a.body).signature) for a in articles}
+        self._sigs: dict[str, np.ndarray] = {}
         self.threshold = threshold
         self.window = window_days * 86400
+
+    def signature(self, article_id: str) -> np.ndarray:
+        """The article's decoded MinHash signature (decoded when first compared: most articles are not)."""
+        if article_id not in self._sigs:
+            article = self.by_id[article_id]
+            self._sigs[article_id] = _values(article.minhash or fingerprint(article.body).signature)
+        return self._sigs[article_id]
 
     def in_window(self, article_id: str, epoch: float) -> bool:
         return abs(self.by_id[article_id].published_at.timestamp() - epoch) <= self.window
@@ -89,7 +96,7 @@ class _Checker:
         if not self.in_window(article_id, parse_iso(doc["published_at"]).timestamp()):
             return False
         theirs = signature if signature is not None else _values(doc["minhash"])
-        return _agreement(self.sigs[article_id], theirs) >= self.threshold - ESTIMATE_MARGIN
+        return _agreement(self.signature(article_id), theirs) >= self.threshold - ESTIMATE_MARGIN
 
     def same_story(self, article_id: str, other: frozenset[str]) -> bool:
         return similarity(self.grams[article_id], other) >= self.threshold
@@ -123,7 +130,7 @@ def read_evidence(es: Elasticsearch, alias: str, check: _Checker, candidates: Ma
         theirs = _values(doc["minhash"])
         for a in candidates[m]:
             if check.close(a, doc, theirs):
-                close[(a, str(doc["cluster_id"]))].append((-_agreement(check.sigs[a], theirs), m))
+                close[(a, str(doc["cluster_id"]))].append((-_agreement(check.signature(a), theirs), m))
     for ranked in close.values():
         ranked.sort()
     bodies: dict[str, str] = {}
@@ -186,7 +193,7 @@ def _batch_pairs(check: _Checker, found: buckets.Probe, *, threshold: float) -> 
                 seen_pairs.add(pair)
                 if find(x) == find(y) or not check.in_window(x, by_id[y].published_at.timestamp()):
                     continue
-                if _agreement(check.sigs[x], check.sigs[y]) < threshold - ESTIMATE_MARGIN:
+                if _agreement(check.signature(x), check.signature(y)) < threshold - ESTIMATE_MARGIN:
                     continue
                 if check.same_story(x, check.grams[y]):
                     pairs.append(pair)
