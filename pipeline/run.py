@@ -3,10 +3,17 @@ dedup → near-duplicate clusters → index), ``commit_collected`` (feed states,
 alerts. The command line runs it in one process; Airflow runs the same halves as tasks with a landing
 area between them (``stages.py``). Every per-feed and per-page failure is logged with its feed and URL
 and counted in the ``RunSummary``; only an unreachable index stops the run.
+
+In one process the halves overlap: once a run has ``PROCESS_BATCH`` articles extracted, a thread
+clusters and indexes them while the extraction processes go on with the next pages, so what is left
+after the last page is one batch, not the whole run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import queue
+import threading
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -15,13 +22,13 @@ from elasticsearch import Elasticsearch
 
 from pipeline import log
 from pipeline.alerts.run import run_alerts
-from pipeline.ingest.collect import Progress, RunSummary, collect, commit_collected
+from pipeline.ingest.collect import Batch, Progress, RunSummary, collect, commit_collected
 from pipeline.ingest.fetch import Fetcher
 from pipeline.records import FeedConfig
 from pipeline.settings import Settings
 from pipeline.stories.cluster import prepare_index
-from pipeline.stories.process import Processed, process
-from pipeline.topics.profiles import load_profiles
+from pipeline.stories.process import Processed, finish_abandoned, process
+from pipeline.topics.profiles import Profile, load_profiles
 
 __all__ = ["Progress", "RunSummary", "merge_processed", "run_cycle"]
 
@@ -36,9 +43,10 @@ def run_cycle(
     fetcher: Fetcher | None = None,
     progress: Progress | None = None,
 ) -> RunSummary:
-    """Run one cycle over ``feeds`` into the index ``settings.es_index``: ``collect``, then ``process``,
-    then ``commit_collected`` (in that order, so a crash in between loses nothing: the items are simply
-    taken again next time).
+    """Run one cycle over ``feeds`` into the index ``settings.es_index``: ``collect``, ``process`` (in
+    batches while extraction goes on, see the module's docstring), then ``commit_collected`` once every
+    article is indexed, so that a crash anywhere loses nothing: feed states and settled items are saved
+    only after the articles are safe, and the items not yet indexed are simply taken again next time.
 
     Raises:
         ConfigError: a profile is invalid.
@@ -48,22 +56,44 @@ def run_cycle(
     now = datetime.now(UTC)
     profiles = load_profiles(settings.profiles_dir)  # a bad profile stops the run before any download
     prepare_index(es, settings.es_index)
-    collected = collect(settings, es, feeds, profiles=profiles, fetcher=fetcher, progress=progress, now=now)
-    summary = collected.summary
-    clock = log.Laps(summary.stage_seconds, digits=3)
-    done = process(
-        settings,
-        es,
-        collected.articles,
-        profiles=profiles,
-        rank=collected.rank,
-        updated=collected.updated,
-        attempts=collected.attempts,
-        now=now,
-    )
-    merge_processed(summary, done)
+    # Batches of writers that died are finished first: this run's batches may join their clusters.
+    recovered = finish_abandoned(settings, es, now=now)
+    processor = _Processor(settings, es, profiles, now=now)
+    try:
+        collected = collect(
+            settings,
+            es,
+            feeds,
+            profiles=profiles,
+            fetcher=fetcher,
+            progress=progress,
+            now=now,
+            sink=processor.submit if settings.process_batch else None,
+            sink_batch=settings.process_batch,
+        )
+        summary = collected.summary
+        clock = log.Laps(summary.stage_seconds, digits=3)
+        rest = [a for a in collected.articles if a.id not in collected.handed]
+        processor.submit(
+            Batch(
+                articles=rest,
+                rank={a.id: collected.rank[a.id] for a in rest if a.id in collected.rank},
+                updated={a.id: collected.updated.get(a.id) for a in rest},
+                attempts=collected.attempts,
+            ),
+            last=True,
+        )
+        done = processor.results()
+    finally:
+        processor.stop()
+    summary.recovered += recovered
+    summary.process_batches = len(done)
+    for result in done:
+        merge_processed(summary, result)
     commit_collected(es, settings.es_index, collected, landed=False, now=now)
+    # What the run waited for after the last page: the last batch, the feed states and the ledger.
     clock.lap("cluster+index")
+    summary.stage_seconds["cluster+index overlapped"] = round(processor.busy, 3)
     alerted = run_alerts(settings, es, profiles)
     summary.alerts_sent = alerted.stories_sent
     summary.alerts_pending = alerted.stories_pending
@@ -72,6 +102,95 @@ def run_cycle(
     summary.seconds = round(time.monotonic() - started, 3)
     _log.info("run.summary", **{k: v for k, v in summary.to_dict().items() if k != "failures"})
     return summary
+
+
+class _Processor:
+    """Clusters and indexes batches of a cycle's articles on a thread of its own, one batch at a time and
+    in the order handed (so the journal, the dedup look-ups and the clusters see every earlier batch). One
+    batch may wait while another is processed; handing on a third blocks, which pauses the stream: memory
+    stays bounded however far extraction runs ahead. A failure stops the thread and is raised to the
+    caller at its next ``submit`` or at ``results``."""
+
+    def __init__(self, settings: Settings, es: Elasticsearch, profiles: Sequence[Profile], *, now: datetime) -> None:
+        self.settings = settings
+        self.es = es
+        self.profiles = profiles
+        self.now = now
+        self.busy = 0.0  # seconds spent processing while extraction still went on
+        self._queue: queue.Queue[tuple[Batch, bool] | None] = queue.Queue(maxsize=1)
+        self._done: list[Processed] = []
+        self._error: BaseException | None = None
+        self._finished = threading.Event()
+        self._stopping = threading.Event()
+        # A daemon: an interrupted run must not wait for a batch nobody will use (its journal entry lets
+        # the next cycle finish it).
+        self._thread = threading.Thread(target=self._run, name="process", daemon=True)
+        self._thread.start()
+
+    def submit(self, batch: Batch, *, last: bool = False) -> None:
+        """Hand on a batch (``last``: the cycle's final one, processed with a refresh).
+
+        Raises:
+            IndexingError: an earlier batch could not be indexed (the run stops).
+        """
+        while True:
+            self._raise_failure()
+            try:
+                self._queue.put((batch, last), timeout=0.5)
+                return
+            except queue.Full:
+                continue  # the thread is busy: wait, looking again for a failure meanwhile
+
+    def results(self) -> list[Processed]:
+        """Every batch's result, once the last one is processed.
+
+        Raises:
+            IndexingError: a batch could not be indexed.
+        """
+        self._finished.wait()
+        self._raise_failure()
+        return self._done
+
+    def stop(self) -> None:
+        """Take no further batch (the run was interrupted, or it is over)."""
+        self._stopping.set()
+        with contextlib.suppress(queue.Full):  # a batch waits: the thread sees the flag when it takes it
+            self._queue.put_nowait(None)
+
+    def _raise_failure(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                handed = self._queue.get()
+                if handed is None or self._stopping.is_set():
+                    return
+                batch, last = handed
+                started = time.perf_counter()
+                self._done.append(
+                    process(
+                        self.settings,
+                        self.es,
+                        batch.articles,
+                        profiles=self.profiles,
+                        rank=batch.rank,
+                        updated=batch.updated,
+                        attempts=batch.attempts,
+                        now=self.now,
+                        recover=False,
+                        refresh=last,
+                    )
+                )
+                if not last:
+                    self.busy += time.perf_counter() - started
+                else:
+                    return
+        except BaseException as err:  # noqa: BLE001 - handed to the caller's thread, which raises it
+            self._error = err
+        finally:
+            self._finished.set()
 
 
 def merge_processed(summary: RunSummary, done: Processed) -> None:

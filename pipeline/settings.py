@@ -146,6 +146,9 @@ class Settings:
     # auto: trafilatura's fallback extractors only on pages where its main pass is not confident
     # (pipeline/ingest/extract.py); always: on every page (trafilatura's default path, three times the CPU).
     extract_fallback: str = "auto"
+    # While pages are still being extracted, cluster and index the articles in batches of at least this
+    # many (smaller runs are processed once, after the last page); 0: only after the last page.
+    process_batch: int = 500
     # Near-duplicate clustering: shingle similarity that makes two articles one story, and how far
     # apart in publication time two copies of a story may be.
     cluster_threshold: float = 0.4
@@ -223,6 +226,7 @@ class Settings:
             ("SMTP_TIMEOUT", "smtp_timeout", _float),
             ("LANDING_RETENTION_DAYS", "landing_retention_days", _float),
             ("POLL_BATCH_FEEDS", "poll_batch_feeds", _int),
+            ("PROCESS_BATCH", "process_batch", _int),
         ]:
             if (v := get(name)) is not None:
                 values[attr] = conv(v, name)
@@ -244,6 +248,8 @@ class Settings:
                 raise ConfigError(f"{name} must be at least 1")
         if self.extract_fallback not in ("auto", "always"):
             raise ConfigError(f"EXTRACT_FALLBACK must be auto or always, not {self.extract_fallback!r}")
+        if self.process_batch < 0:
+            raise ConfigError("PROCESS_BATCH must not be negative")
         if self.max_redirects < 0:
             raise ConfigError("max_redirects must not be negative")
         if self.alert_max_stories < 1:

@@ -55,11 +55,18 @@ def process(
     updated: Mapping[str, str | None],
     attempts: Mapping[str, int] | None = None,
     now: datetime | None = None,
+    recover: bool = True,
+    refresh: bool = True,
 ) -> Processed:
     """Exact dedup, near-duplicate clustering, indexing and the seen ledger for extracted articles (tags
     were set at extraction; ``profiles`` are those counted in ``tagged``). Safe to repeat: an article
     already indexed with the same text is left as it is, every write is keyed by the article's stable id.
     The indices must exist (``clustering.prepare_index``).
+
+    ``recover``: first finish the batches of writers that died (``finish_abandoned``); ``refresh``: make
+    the writes visible to searches at the end. A caller that processes one cycle in several batches does
+    the first once, before the first batch, and the second once, after the last: the batches themselves
+    read by id only, which sees every write at once.
 
     Raises:
         IndexingError: the index cannot be read or written.
@@ -67,7 +74,7 @@ def process(
     started = time.monotonic()
     now = now or datetime.now(UTC)
     alias = settings.es_index
-    result = Processed(articles_in=len(articles), recovered=finish_abandoned(settings, es, now=now))
+    result = Processed(articles_in=len(articles), recovered=finish_abandoned(settings, es, now=now) if recover else 0)
     # One article per id (two landing batches may hold the same URL): the earliest-listed feed's copy.
     unique: dict[str, Article] = {}
     for a in sorted(articles, key=lambda a: (rank.get(a.id, 1 << 62), a.fetched_at)):
@@ -112,7 +119,8 @@ def process(
     outcomes.extend(Outcome.of_article(kept[i], updated.get(i), "indexed") for i in written.ok)
     bulk_write(es, seen_actions(alias, outcomes, attempts or {}, now)).raise_if_transient("seen ledger")
     journal.close_entry(es, alias, entry)
-    index.refresh(es, alias)
+    if refresh:
+        index.refresh(es, alias)
     result.seconds = round(time.monotonic() - started, 3)
     _log.info("process.summary", **{k: v for k, v in result.to_dict().items() if k != "failures"})
     return result
