@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+import trafilatura.core as trafilatura_core
 from lxml import etree
 
 from pipeline.errors import ExtractError, LanguageRejected
@@ -205,3 +206,24 @@ def test_fallback_always_sends_every_page_through_the_full_path() -> None:
 @pytest.mark.parametrize("text", ["", "قصير"])
 def test_nothing_or_little_is_not_confident(text: str) -> None:
     assert not confident(None, text)
+
+
+def test_the_fast_pass_turns_trafilaturas_recall_escalation_off_only_while_it_runs() -> None:
+    # The switch is trafilatura's module constant (pinned version): if an upgrade drops it, the fast
+    # pass would escalate again and cost twice as much; this says so.
+    before = trafilatura_core.ESCALATION_MAX_LENGTH
+    assert before > 0
+    seen: list[int] = []
+    original = trafilatura_core.trafilatura_sequence
+
+    def spy(*args: object, **kwargs: object) -> object:
+        seen.append(trafilatura_core.ESCALATION_MAX_LENGTH)
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    trafilatura_core.trafilatura_sequence = spy  # type: ignore[assignment]
+    try:
+        assert extract_body(page(PARAS[:1]), url="https://example.org/a/1")["path"] == "full"
+    finally:
+        trafilatura_core.trafilatura_sequence = original
+    assert seen == [0, before]  # the fast pass without it, then the full path with it
+    assert before == trafilatura_core.ESCALATION_MAX_LENGTH  # restored

@@ -3,12 +3,13 @@
 ``process_page`` is what the extraction workers run: decode → extract (the feed's own text as fallback)
 → language check → hashes. It takes and returns picklable records, so it runs in a process pool.
 
-Extraction is trafilatura's main pass first, without its fallback extractors (readability, jusText),
-which cost three times as much as the main pass on a news page and are there for the pages the main
-pass handles badly. Where the main pass's result shows one of the signs that make trafilatura's own
-comparison prefer a fallback (``confident``: too short, no paragraphs, tables over paragraphs, page
-furniture inside the body), the page goes through trafilatura's full default path, fallbacks included.
-``EXTRACT_FALLBACK=always`` sends every page through the full path.
+Extraction is trafilatura's main pass first, without its fallback extractors (readability, jusText)
+and without its recall escalation, which together cost four times as much as the main pass on a news
+page and are there for the pages the main pass handles badly. Where the main pass's result shows one
+of the signs that make trafilatura's own comparison prefer a fallback (``confident``: too short, no
+paragraphs, tables over paragraphs, page furniture inside the body), the page goes through
+trafilatura's full default path, fallbacks and escalation included. ``EXTRACT_FALLBACK=always`` sends
+every page through the full path.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import trafilatura
+import trafilatura.core as trafilatura_core
 from htmldate import find_date
 from lxml.html import HtmlElement
 from trafilatura.external import SANITIZED_XPATH
@@ -120,6 +122,30 @@ def _first(tree: HtmlElement, xpaths: tuple[str, ...]) -> str:
     return ""
 
 
+# trafilatura's recall escalation (stage 4 of ``trafilatura.core.trafilatura_sequence``) extracts the
+# page's whole text, then extracts again in recall mode, whenever the result is under 3,000 chars and
+# under a fifth of the page's text: on a news page with a menu, teasers and comments that is nearly
+# every article, and it costs as much as the main pass itself. The fast pass runs without it; measured
+# with bench/bench_extraction_quality.py, no page class loses F1 or leaks more for it. The full path
+# keeps it. trafilatura reads the threshold from its module at each call: zero turns the stage off, and
+# a lock keeps another extracting thread from seeing it zeroed.
+_ESCALATION = threading.Lock()
+
+
+@contextmanager
+def _escalation(*, enabled: bool) -> Iterator[None]:
+    with _ESCALATION:
+        saved = getattr(trafilatura_core, "ESCALATION_MAX_LENGTH", None)
+        if enabled or saved is None:
+            yield
+            return
+        trafilatura_core.ESCALATION_MAX_LENGTH = 0
+        try:
+            yield
+        finally:
+            trafilatura_core.ESCALATION_MAX_LENGTH = saved
+
+
 # The main pass alone is kept when its text is at least this long (shorter texts are where trafilatura's
 # fallbacks most often find more: briefs, pages whose body the main pass missed) ...
 CONFIDENT_CHARS = 400
@@ -170,12 +196,14 @@ def extract_body(
     path = "full"
     doc = None
     if fallback != "always":
-        doc = trafilatura.bare_extraction(tree, fast=True, **options)
+        with _escalation(enabled=False):
+            doc = trafilatura.bare_extraction(tree, fast=True, **options)
         path = "fast"
         if doc is None or not confident(getattr(doc, "body", None), _text(doc)):
             doc, path = None, "full"
     if doc is None:
-        doc = trafilatura.bare_extraction(tree, **options)
+        with _escalation(enabled=True):
+            doc = trafilatura.bare_extraction(tree, **options)
     meta["text"] = _text(doc)
     meta["path"] = path
     return meta
