@@ -4,9 +4,9 @@ alerts. The command line runs it in one process; Airflow runs the same halves as
 area between them (``stages.py``). Every per-feed and per-page failure is logged with its feed and URL
 and counted in the ``RunSummary``; only an unreachable index stops the run.
 
-In one process the halves overlap: once a run has ``PROCESS_BATCH`` articles extracted, a thread
-clusters and indexes them while the extraction processes go on with the next pages, so what is left
-after the last page is one batch, not the whole run.
+In one process the halves overlap: a thread clusters and indexes the articles extracted so far (at
+least ``PROCESS_BATCH`` at a time, and whatever came in meanwhile) while the extraction processes go on
+with the next pages, so what is left after the last page is the last few, not the whole run.
 """
 
 from __future__ import annotations
@@ -68,8 +68,7 @@ def run_cycle(
             fetcher=fetcher,
             progress=progress,
             now=now,
-            sink=processor.submit if settings.process_batch else None,
-            sink_batch=settings.process_batch,
+            sink=processor if settings.process_batch else None,
         )
         summary = collected.summary
         clock = log.Laps(summary.stage_seconds, digits=3)
@@ -104,12 +103,19 @@ def run_cycle(
     return summary
 
 
+# A batch this many times PROCESS_BATCH is handed on even while the previous one is still being processed,
+# and waits for it: the stream pauses (back-pressure), so memory stays bounded however far extraction runs
+# ahead of indexing.
+WAITING_LIMIT = 10
+
+
 class _Processor:
     """Clusters and indexes batches of a cycle's articles on a thread of its own, one batch at a time and
-    in the order handed (so the journal, the dedup look-ups and the clusters see every earlier batch). One
-    batch may wait while another is processed; handing on a third blocks, which pauses the stream: memory
-    stays bounded however far extraction runs ahead. A failure stops the thread and is raised to the
-    caller at its next ``submit`` or at ``results``."""
+    in the order handed (so the journal, the dedup look-ups and the clusters see every earlier batch).
+    It ``wants`` a batch of ``PROCESS_BATCH`` articles or more whenever it is idle: batches grow while it
+    is busy, which keeps the cost per article down when indexing is the slower half, and the last one
+    small when it is not. A failure stops the thread and is raised to the caller when it next hands on a
+    batch, or at ``results``."""
 
     def __init__(self, settings: Settings, es: Elasticsearch, profiles: Sequence[Profile], *, now: datetime) -> None:
         self.settings = settings
@@ -117,6 +123,8 @@ class _Processor:
         self.profiles = profiles
         self.now = now
         self.busy = 0.0  # seconds spent processing while extraction still went on
+        self._idle = threading.Event()
+        self._idle.set()
         self._queue: queue.Queue[tuple[Batch, bool] | None] = queue.Queue(maxsize=1)
         self._done: list[Processed] = []
         self._error: BaseException | None = None
@@ -127,19 +135,32 @@ class _Processor:
         self._thread = threading.Thread(target=self._run, name="process", daemon=True)
         self._thread.start()
 
-    def submit(self, batch: Batch, *, last: bool = False) -> None:
-        """Hand on a batch (``last``: the cycle's final one, processed with a refresh).
+    def wants(self, count: int) -> bool:
+        """Whether to take ``count`` articles now: ``PROCESS_BATCH`` or more when idle, and when busy only
+        as many as make the stream wait for it.
 
         Raises:
             IndexingError: an earlier batch could not be indexed (the run stops).
         """
-        while True:
-            self._raise_failure()
-            try:
-                self._queue.put((batch, last), timeout=0.5)
-                return
-            except queue.Full:
-                continue  # the thread is busy: wait, looking again for a failure meanwhile
+        self._raise_failure()
+        minimum = self.settings.process_batch
+        return count >= minimum and (self._idle.is_set() or count >= WAITING_LIMIT * minimum)
+
+    def __call__(self, batch: Batch) -> None:
+        self.submit(batch)
+
+    def submit(self, batch: Batch, *, last: bool = False) -> None:
+        """Hand on a batch once the previous one is processed (``last``: the cycle's final one, processed
+        with a refresh).
+
+        Raises:
+            IndexingError: an earlier batch could not be indexed (the run stops).
+        """
+        while not self._idle.wait(timeout=0.5):
+            self._raise_failure()  # waiting for the thread: look for a failure meanwhile
+        self._raise_failure()
+        self._idle.clear()
+        self._queue.put((batch, last))
 
     def results(self) -> list[Processed]:
         """Every batch's result, once the last one is processed.
@@ -183,10 +204,10 @@ class _Processor:
                         refresh=last,
                     )
                 )
-                if not last:
-                    self.busy += time.perf_counter() - started
-                else:
+                if last:
                     return
+                self.busy += time.perf_counter() - started
+                self._idle.set()
         except BaseException as err:  # noqa: BLE001 - handed to the caller's thread, which raises it
             self._error = err
         finally:

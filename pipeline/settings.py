@@ -147,8 +147,8 @@ class Settings:
     # (pipeline/ingest/extract.py); always: on every page (trafilatura's default path, three times the CPU).
     extract_fallback: str = "auto"
     # While pages are still being extracted, cluster and index the articles in batches of at least this
-    # many (smaller runs are processed once, after the last page); 0: only after the last page.
-    process_batch: int = 500
+    # many (more when the previous batch took longer); 0: all of them after the last page.
+    process_batch: int = 100
     # Near-duplicate clustering: shingle similarity that makes two articles one story, and how far
     # apart in publication time two copies of a story may be.
     cluster_threshold: float = 0.4

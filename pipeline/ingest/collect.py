@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from elasticsearch import Elasticsearch
 
@@ -117,6 +117,16 @@ class Batch:
     attempts: dict[str, int]
 
 
+class Sink(Protocol):
+    """Where ``collect`` hands on articles while later pages are still being extracted."""
+
+    def wants(self, count: int) -> bool:
+        """Whether a batch of ``count`` articles should be handed on now (else they wait for more)."""
+
+    def __call__(self, batch: Batch) -> None:
+        """Take a batch; may block, which pauses the stream (back-pressure)."""
+
+
 def select_new(
     es: Elasticsearch, alias: str, items: Sequence[FeedItem], *, max_attempts: int, now: datetime | None = None
 ) -> tuple[list[FeedItem], dict[str, int]]:
@@ -158,8 +168,7 @@ def collect(
     fetcher: Fetcher | None = None,
     progress: Progress | None = None,
     now: datetime | None = None,
-    sink: Callable[[Batch], None] | None = None,
-    sink_batch: int = 500,
+    sink: Sink | None = None,
 ) -> Collected:
     """Poll ``feeds``, download their new items and extract the articles, tagged against ``profiles``.
     Reads the index (what is known already; its indices must exist: ``clustering.prepare_index``) but writes
@@ -168,11 +177,11 @@ def collect(
     ``feed_order`` gives every feed's position in the whole feed list when ``feeds`` is one batch of it
     (Airflow maps batches over tasks), so that an article listed by two feeds is credited alike.
 
-    ``sink``, when given, receives the articles in batches of ``sink_batch`` while later pages are still
-    being extracted (the command line clusters and indexes them meanwhile); it may block, which pauses the
-    stream (back-pressure). An article is handed on only once no feed listed before its own is still
-    being polled (such a feed may list its URL too, and would be credited with it). ``Collected.handed``
-    names the articles handed on; the caller processes the others.
+    ``sink``, when given, receives articles in batches while later pages are still being extracted (the
+    command line clusters and indexes them meanwhile), as large as it ``wants``. An article is handed on
+    only once no feed listed before its own is still being polled (such a feed may list its URL too, and
+    would be credited with it). ``Collected.handed`` names the articles handed on; the caller processes
+    the others.
 
     Raises:
         IndexingError: the index cannot be read.
@@ -236,11 +245,11 @@ def collect(
                 articles.append(result)
                 if sink is not None:
                     waiting.append(result)
-                    if len(waiting) >= sink_batch:
+                    if sink.wants(len(waiting)):
                         # Credits are settled up to the first feed still being polled.
                         first = min((order.get(f.id, len(order)) for f in feeds if f.id not in polled), default=None)
                         ready = [a for a in waiting if first is None or claimed[a.canonical_url][0] < first]
-                        if len(ready) >= sink_batch:
+                        if ready and sink.wants(len(ready)):
                             sink(_batch(ready, claimed, rank, fresh, attempts))
                             handed.update(a.id for a in ready)
                             waiting = [a for a in waiting if a.id not in handed]
