@@ -89,6 +89,7 @@ def run_cycle(
     summary.process_batches = len(done)
     for result in done:
         merge_processed(summary, result)
+    summary.near_duplicates_clustered = (summary.near_duplicates_clustered or 0) + processor.heads_replaced
     commit_collected(es, settings.es_index, collected, landed=False, now=now)
     # What the run waited for after the last page: the last batch, the feed states and the ledger.
     clock.lap("cluster+index")
@@ -123,6 +124,10 @@ class _Processor:
         self.profiles = profiles
         self.now = now
         self.busy = 0.0  # seconds spent processing while extraction still went on
+        # Articles of this run that headed their cluster when processed and that a later batch's earlier
+        # copy replaced: copies after all, counted as in a run processed in one batch.
+        self.heads_replaced = 0
+        self._processed: set[str] = set()
         self._idle = threading.Event()
         self._idle.set()
         self._queue: queue.Queue[tuple[Batch, bool] | None] = queue.Queue(maxsize=1)
@@ -190,20 +195,21 @@ class _Processor:
                     return
                 batch, last = handed
                 started = time.perf_counter()
-                self._done.append(
-                    process(
-                        self.settings,
-                        self.es,
-                        batch.articles,
-                        profiles=self.profiles,
-                        rank=batch.rank,
-                        updated=batch.updated,
-                        attempts=batch.attempts,
-                        now=self.now,
-                        recover=False,
-                        refresh=last,
-                    )
+                done = process(
+                    self.settings,
+                    self.es,
+                    batch.articles,
+                    profiles=self.profiles,
+                    rank=batch.rank,
+                    updated=batch.updated,
+                    attempts=batch.attempts,
+                    now=self.now,
+                    recover=False,
+                    refresh=last,
                 )
+                self._done.append(done)
+                self.heads_replaced += sum(1 for head in done.repointed if head in self._processed)
+                self._processed.update(a.id for a in batch.articles)
                 if last:
                     return
                 self.busy += time.perf_counter() - started

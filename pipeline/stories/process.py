@@ -40,6 +40,8 @@ class Processed:
     recovered: int = 0
     failures: list[dict[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    # Clusters whose head this batch replaced with an earlier article: their old heads are copies now.
+    repointed: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -103,6 +105,7 @@ def process(
     # (what was written is then "unchanged"); documents it refused for good are counted as failed.
     written.raise_if_transient("indexing articles")
     result.near_duplicates_clustered = clustered.joined
+    result.repointed = sorted(clustered.assignment.repoint)
     result.tagged = {p.id: 0 for p in profiles}
     for article in clustered.articles:
         for topic in article.topics:
