@@ -44,7 +44,10 @@ class Processed:
     repointed: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The counts (what a task returns and the log shows), without the ids of ``repointed``."""
+        out = asdict(self)
+        del out["repointed"]
+        return out
 
 
 def process(
