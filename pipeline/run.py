@@ -155,8 +155,7 @@ class _Processor:
         self.submit(batch)
 
     def submit(self, batch: Batch, *, last: bool = False) -> None:
-        """Hand on a batch once the previous one is processed (``last``: the cycle's final one, processed
-        with a refresh).
+        """Hand on a batch once the previous one is processed (``last``: the cycle's final one).
 
         Raises:
             IndexingError: an earlier batch could not be indexed (the run stops).
@@ -205,7 +204,8 @@ class _Processor:
                     attempts=batch.attempts,
                     now=self.now,
                     recover=False,
-                    refresh=last,
+                    # commit_collected refreshes the same indices once the last batch is in.
+                    refresh=False,
                 )
                 self._done.append(done)
                 self.heads_replaced += sum(1 for head in done.repointed if head in self._processed)
