@@ -118,6 +118,9 @@ def print_summary(summary: RunSummary, *, as_json: bool) -> None:
         ("operator alerts sent / pending", _ops(summary)),
         ("time", f"{summary.seconds:.1f}s"),
     ]
+    if summary.stage_seconds:
+        # "cluster+index" is what the run waited for after the last page; "overlapped", what ran meanwhile.
+        rows.append(("time by stage", ", ".join(f"{k} {v:.1f}s" for k, v in summary.stage_seconds.items())))
     for name, value in rows:
         t.add_row(name, str(value))
     out.print(t)
