@@ -1,14 +1,25 @@
-"""Throughput of the pipeline against bare trafilatura extraction, on the same pages and cores.
+"""Throughput of the whole cycle as a user runs it, against bare ``trafilatura.extract`` on the same
+pages, the same cores, in the same run.
 
-Builds N fixture pages (default 2000, about 87 KB each with the chrome of a real news page) spread
-over feeds, serves them from a lean loopback HTTP server in its own process, and runs full cycles
-(poll → download → extract → language → dedup → index into the embedded server). In each round it
-also runs the same pages, downloaded beforehand, through bare ``trafilatura.extract`` on a process
-pool of the same size. Prints articles/s for both, their ratio (the round with the median ratio, and
-every round's), the cycle's stage times, the share of each step in a worker's per-page time, the
-parent's CPU time and peak memory.
+Builds N distinct Arabic article pages (default 2000, about 90 KB each: the sample outlets' templates
+with the chrome of a real news page — mega-menu, inline configuration scripts and styles, "most read"
+teasers, related stories, a cookie banner, reader comments, footer links) in feeds of 100 items, and
+serves them from a lean HTTP server in another process, listening on 20 loopback addresses
+(127.0.0.1 … 127.0.0.20), one per feed group, as 20 news sites would. In each round:
 
-    python bench/bench_pipeline.py [-n 2000] [--workers 2] [--rounds 3] [--json]
+- the cycle: ``python -m pipeline run --json`` as a subprocess (poll, download, extract, cluster, index,
+  alerts), into a search server of the round's own (the embedded ``noida-db``, started beforehand), with
+  ``EXTRACT_WORKERS`` processes; timed from start to exit, interpreter start-up included;
+- bare extraction: the same pages, downloaded beforehand, through ``trafilatura.extract`` (default
+  settings but comments, which the pipeline drops too) on a process pool of the same size, pool start-up
+  included.
+
+Which one goes first alternates between rounds. Prints per round the articles/s of both and their
+ratio, the load average before the round, the cycle's stage shares of its wall time and the CPU used by
+the cycle, the search server and the site; then the medians, the peak memory of one extraction worker,
+and the share of each step in a worker's time per page (profiled here on a sample).
+
+    python bench/bench_pipeline.py [-n 2000] [--workers 2] [--rounds 3] [--json] [--fallback auto|always]
 """
 
 from __future__ import annotations
@@ -22,41 +33,91 @@ import pstats
 import resource
 import shutil
 import signal
+import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import trafilatura
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from datetime import UTC
-
 from bench.siteserver import LeanServer  # noqa: E402
-from pipeline.demo.site import bench_site  # noqa: E402
+from pipeline.demo.site import Resource, bench_site  # noqa: E402
 from pipeline.ingest.extract import build_article, decode_html  # noqa: E402
-from pipeline.records import FeedConfig, FeedItem  # noqa: E402
-from pipeline.run import run_cycle  # noqa: E402
-from pipeline.settings import Settings  # noqa: E402
+from pipeline.records import FeedItem  # noqa: E402
+from pipeline.settings import PROJECT_ROOT  # noqa: E402
 from pipeline.store.embedded import free_port, start_server, stop_group  # noqa: E402
-from pipeline.store.es import connect
-from pipeline.stories.cluster import prepare_index  # noqa: E402
+
+HOSTS = 20
+COOKIE_BANNER = (
+    '<div id="cookie-consent" class="cookie-banner" role="dialog"><p>نستخدم ملفات تعريف الارتباط لتحسين تجربتك '
+    "وتحليل حركة الزوار وعرض إعلانات تناسب اهتماماتك. بمتابعة التصفح فإنك توافق على سياسة الخصوصية.</p>"
+    '<button class="accept">موافق</button> <a href="/privacy">إعدادات الخصوصية</a></div>'
+)
+COMMENTS = (
+    "شكراً على هذا التقرير المفصل، نتمنى متابعة الموضوع في الأيام المقبلة.",
+    "أين موقف الجهات الرسمية من كل هذا؟ المواطن ينتظر إجابات واضحة.",
+    "تحليل جيد لكن ينقصه رأي الطرف الآخر.",
+    "الخبر منشور منذ الصباح في مواقع أخرى.",
+)
+
+
+def _comments(i: int) -> str:
+    items = "".join(
+        f'<li class="comment"><span class="author">زائر {i % 97 + k}</span>'
+        f'<time>منذ {k + 1} ساعة</time><p>{COMMENTS[(i + k) % len(COMMENTS)]}</p><a class="reply">رد</a></li>'
+        for k in range(6)
+    )
+    return (
+        f'<section id="comments" class="comments"><h3>التعليقات (6)</h3><ol>{items}</ol>'
+        '<form class="comment-form"><textarea placeholder="أضف تعليقك"></textarea><button>إرسال</button></form>'
+        "</section>"
+    )
+
+
+def build_sites(port: int, n: int) -> tuple[dict[str, Resource], list[dict[str, Any]]]:
+    """The benchmark's pages and feeds, feed k on 127.0.0.(k mod 20 + 1), with a cookie banner and reader
+    comments added to every page."""
+    base = f"http://127.0.0.1:{port}"
+    resources, feeds = bench_site(base, n)
+    out: dict[str, Resource] = {}
+    for i, (path, res) in enumerate(resources.items()):
+        if "/bench/" in path and not path.endswith(".xml"):
+            html = res.body.decode("utf-8")
+            head, sep, rest = html.partition("<body")
+            opening, gt, body = rest.partition(">")
+            body = body.replace('<aside class="most-read">', _comments(i) + '<aside class="most-read">', 1)
+            res = replace(res, body=(head + sep + opening + gt + COOKIE_BANNER + body).encode("utf-8"))
+        out[path] = res
+    for k, feed in enumerate(feeds):
+        host = f"http://127.0.0.{k % HOSTS + 1}:{port}"
+        path = feed["url"].removeprefix(base)
+        out[path] = replace(out[path], body=out[path].body.replace(base.encode(), host.encode()))
+        feed["url"] = host + path
+    return out, feeds
 
 
 def _serve(n: int, port_queue: multiprocessing.Queue, stop: multiprocessing.Event) -> None:  # type: ignore[type-arg]
     # The port must be known before the site (whose links are absolute) is built: reserve one first.
     port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    resources, feeds = bench_site(base_url, n)
-    server = LeanServer(resources, port=port)
-    port_queue.put((base_url, feeds))
+    resources, feeds = build_sites(port, n)
+    servers = [LeanServer(resources, port=port, host=f"127.0.0.{h + 1}") for h in range(HOSTS)]
+    page_urls = [f"http://127.0.0.1:{port}{p}" for p in resources if "/bench/" in p and not p.endswith(".xml")]
+    port_queue.put((feeds, page_urls))
     stop.wait()
-    server.stop()
+    for server in servers:
+        server.stop()
 
 
 def _bare(html: bytes) -> int:
@@ -76,27 +137,33 @@ def _hwm_mb(pid: int | str) -> float:
     return 0.0
 
 
-class WorkerMemory:
-    """Samples the peak memory of this process's extraction workers while they live."""
+class ChildMemory:
+    """Samples the peak memory of the children of ``parent`` (the cycle's extraction workers) while they
+    live."""
 
-    def __init__(self, skip: set[int]) -> None:
-        self.skip = skip  # the site server and the search server are not ours to count
+    def __init__(self, parent: int) -> None:
+        self.parent = str(parent)
         self.peak = 0.0
+        self.parent_cpu = 0.0  # the coordinating process's own CPU seconds, last seen
+        self.workers_cpu: dict[int, float] = {}  # each child's CPU seconds, last seen
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        me = str(os.getpid())
+        ticks = os.sysconf("SC_CLK_TCK")
         while not self._stop.wait(0.2):
             for stat in Path("/proc").glob("[0-9]*/stat"):
                 try:
                     fields = stat.read_text().rsplit(")", 1)[1].split()
                 except OSError:
                     continue
-                pid = int(stat.parent.name)
-                if fields[1] == me and pid not in self.skip:
-                    self.peak = max(self.peak, _hwm_mb(pid))
+                cpu = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+                if stat.parent.name == self.parent:
+                    self.parent_cpu = cpu
+                elif fields[1] == self.parent:
+                    self.peak = max(self.peak, _hwm_mb(int(stat.parent.name)))
+                    self.workers_cpu[int(stat.parent.name)] = cpu
 
     def stop(self) -> float:
         self._stop.set()
@@ -104,14 +171,141 @@ class WorkerMemory:
         return self.peak
 
 
+def _cpu(pid: int) -> float:
+    """CPU seconds used so far by a process and its live descendants (the embedded server runs below
+    its console script)."""
+    total = 0.0
+    try:
+        root = psutil.Process(pid)
+        for proc in [root, *root.children(recursive=True)]:
+            times = proc.cpu_times()
+            total += times.user + times.system
+    except psutil.Error:
+        pass
+    return total
+
+
+def run_cycle_subprocess(
+    feeds: list[dict[str, Any]], workdir: Path, *, workers: int, fallback: str, process_batch: str
+) -> dict[str, Any]:
+    """One ``python -m pipeline run --json`` into a fresh search server; its summary and figures."""
+    workdir.mkdir(parents=True)
+    feeds_file = workdir / "feeds.yaml"
+    feeds_file.write_text(yaml.safe_dump({"feeds": feeds}, allow_unicode=True), encoding="utf-8")
+    es_proc, es_url = start_server(workdir / "es")
+    try:
+        env = {
+            **{k: v for k, v in os.environ.items() if k not in _PIPELINE_VARIABLES},
+            "ES_URL": es_url,
+            "ES_INDEX": "bench-articles",
+            "FEEDS_FILE": str(feeds_file),
+            "DATA_DIR": str(workdir / "data"),
+            "ALLOW_PRIVATE_HOSTS": "1",
+            "EXTRACT_WORKERS": str(workers),
+            "EXTRACT_FALLBACK": fallback,
+            "ALERT_TO": "analyst@example.org",
+            **({"PROCESS_BATCH": process_batch} if process_batch else {}),
+        }
+        es_cpu0 = _cpu(es_proc.pid)
+        children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", "run", "--json"],
+            env=env,
+            cwd=PROJECT_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=(workdir / "run.stderr").open("wb"),
+        )
+        memory = ChildMemory(proc.pid)
+        stdout, _ = proc.communicate(timeout=1800)
+        seconds = time.perf_counter() - started
+        worker_peak = memory.stop()
+        coordinator_cpu = memory.parent_cpu
+        workers_cpu = sum(memory.workers_cpu.values())
+        children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if proc.returncode != 0:
+            raise SystemExit(f"the cycle failed ({proc.returncode}): see {workdir / 'run.stderr'}")
+        return {
+            "seconds": seconds,
+            "summary": json.loads(stdout),
+            "worker_peak_mb": worker_peak,
+            "cycle_cpu_s": (children1.ru_utime - children0.ru_utime) + (children1.ru_stime - children0.ru_stime),
+            "search_server_cpu_s": _cpu(es_proc.pid) - es_cpu0,
+            # Sampled every 0.2 s while the run lived: slightly below the final figures.
+            "coordinator_cpu_s": coordinator_cpu,
+            "workers_cpu_s": workers_cpu,
+        }
+    finally:
+        stop_group(es_proc)
+
+
+_PIPELINE_VARIABLES = {
+    "ES_URL", "ES_INDEX", "ES_API_KEY", "ES_USER", "ES_PASSWORD", "FEEDS_FILE", "PROFILES_DIR", "DATA_DIR",
+    "SMTP_URL", "ALERT_TO", "ALERT_FROM", "LANGUAGES", "EXTRACT_WORKERS", "EXTRACT_FALLBACK", "PROCESS_BATCH",
+    "FETCH_WORKERS", "FETCH_PER_HOST", "LANDING_URL",
+}  # fmt: skip
+
+
+def stage_shares(summary: dict[str, Any], wall: float) -> dict[str, float]:
+    """Each stage's share of the cycle's wall time, as the run summary reports it; start-up is what the
+    command spent before and after the cycle (interpreter, imports, connecting, printing)."""
+    stages = dict(summary["stage_seconds"])
+    overlapped = stages.pop("cluster+index overlapped", 0.0)
+    shares = {k: round(v / wall, 3) for k, v in stages.items()}
+    shares["start-up and exit"] = round(max(wall - summary["seconds"], 0.0) / wall, 3)
+    # Not on the critical path: done while extraction went on (its time is inside poll+download+extract).
+    shares["cluster+index while extracting (overlapped)"] = round(overlapped / wall, 3)
+    return shares
+
+
+def worker_shares(pages: list[bytes], urls: list[str], fallback: str) -> dict[str, float]:
+    """Where a worker's time per page goes: our per-page work profiled on a sample, in this process."""
+    items = [FeedItem(feed_id="b", outlet="b", url=u, canonical_url=u, title="") for u in urls]
+    prof = cProfile.Profile()
+    now = datetime.now(UTC)
+    prof.enable()
+    for item, raw in zip(items, pages, strict=True):
+        build_article(
+            item,
+            html=decode_html(raw, "text/html; charset=utf-8"),
+            final_url=item.url,
+            fetched_at=now,
+            languages=("ar",),
+            fallback=fallback,
+        )
+    prof.disable()
+    stats = pstats.Stats(prof)
+    wanted = {
+        "decode_html": "decode",
+        "load_html": "HTML parse",
+        "bare_extraction": "trafilatura",
+        "find_date": "date",
+        "check_language": "language",
+        "fingerprint": "fingerprint",
+        "tag_article": "topic tags",
+        "content_hash": "hash",
+        "word_count": "word count",
+        "build_article": "total",
+    }
+    found: dict[str, float] = {}
+    for (filename, _line, name), (_cc, _nc, _tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        if name in wanted and ("pipeline" in filename or name in ("bare_extraction", "load_html", "find_date")):
+            found[wanted[name]] = found.get(wanted[name], 0.0) + ct
+    total = found.pop("total", 0.0) + found.get("decode", 0.0)
+    return {k: round(v / total, 3) for k, v in sorted(found.items(), key=lambda kv: -kv[1])}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("-n", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
-    parser.add_argument("--rounds", type=int, default=3, help="report the round with the median ratio")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--fallback", choices=("auto", "always"), default="auto", help="EXTRACT_FALLBACK of the cycle")
+    parser.add_argument("--process-batch", default="", help="PROCESS_BATCH of the cycle (default: the setting's)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    # A SIGTERM (timeout, pkill) must still run the finally blocks that stop the servers we started.
+    # A SIGTERM (timeout, kill) must still run the finally blocks that stop the servers we started.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
     ctx = multiprocessing.get_context("spawn")
@@ -119,135 +313,99 @@ def main() -> None:
     stop = ctx.Event()
     server = ctx.Process(target=_serve, args=(args.n, ports, stop), daemon=True)
     server.start()
-    base_url, feed_dicts = ports.get(timeout=120)
-    feeds = [FeedConfig(**f) for f in feed_dicts]
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
-    es_proc, es_url = start_server(tmp / "es")
     try:
-        settings = Settings(
-            es_url=es_url,
-            es_index="bench-articles",
-            data_dir=tmp,
-            allow_private_hosts=True,
-            extract_workers=args.workers,
-        )
-        es = connect(settings, es_url)
+        feeds, urls = ports.get(timeout=300)
         # The same pages, downloaded beforehand, for bare extraction.
-        resources, _ = bench_site(base_url, args.n)
-        urls = [base_url + p for p in resources if "/bench/" in p and not p.endswith(".xml")]
         with httpx.Client(trust_env=False) as client:
             pages = [client.get(u).content for u in urls]
-
-        parent_before = _hwm_mb("self")
-        memory = WorkerMemory(skip={server.pid or 0, es_proc.pid})
+        page_kb = statistics.mean(len(p) for p in pages) / 1024
         rounds = []
         for r in range(args.rounds):
             # Alternate which goes first, so neither always gets the cooler or quieter machine.
-            order = ("bare", "pipeline") if r % 2 == 0 else ("pipeline", "bare")
-            figures_r: dict[str, Any] = {}
+            order = ("bare", "cycle") if r % 2 == 0 else ("cycle", "bare")
+            figures: dict[str, Any] = {"load_before": round(os.getloadavg()[0], 2)}
             for what in order:
                 if what == "bare":
-                    t1 = time.perf_counter()
+                    started = time.perf_counter()
                     with ProcessPoolExecutor(args.workers, mp_context=ctx) as pool:
                         list(pool.map(_bare, pages, chunksize=8))
-                    figures_r["bare_s"] = time.perf_counter() - t1
+                    figures["bare_s"] = time.perf_counter() - started
                 else:
-                    run_settings = settings.with_(es_index=f"bench-{r}")
-                    prepare_index(es, run_settings.es_index)
-                    t0 = time.perf_counter()
-                    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
-                    summary = run_cycle(run_settings, es, feeds)
-                    figures_r["pipeline_s"] = time.perf_counter() - t0
-                    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
-                    figures_r["parent_cpu_s"] = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
-                    figures_r["summary"] = summary
-            figures_r["ratio"] = (figures_r["summary"].items_new / figures_r["pipeline_s"]) / (
-                len(pages) / figures_r["bare_s"]
-            )
-            rounds.append(figures_r)
-        rss_worker = memory.stop()
-        # This process holds the bare run's pages (and the site built once more to list them) from the
-        # start, so its peak is shown beside its size before any cycle ran.
-        rss_parent = _hwm_mb("self")
+                    site_cpu0 = _cpu(server.pid or 0)
+                    figures.update(
+                        run_cycle_subprocess(
+                            feeds,
+                            tmp / f"round-{r}",
+                            workers=args.workers,
+                            fallback=args.fallback,
+                            process_batch=args.process_batch,
+                        )
+                    )
+                    figures["site_cpu_s"] = _cpu(server.pid or 0) - site_cpu0
+            summary = figures["summary"]
+            figures["cycle_rate"] = summary["items_new"] / figures["seconds"]
+            figures["bare_rate"] = len(pages) / figures["bare_s"]
+            figures["ratio"] = figures["cycle_rate"] / figures["bare_rate"]
+            rounds.append(figures)
+            if not args.json:
+                print(
+                    f"round {r + 1}: cycle {figures['cycle_rate']:.1f} articles/s ({figures['seconds']:.1f} s, "
+                    f"{summary['indexed']} indexed), bare {figures['bare_rate']:.1f} pages/s "
+                    f"({figures['bare_s']:.1f} s), ratio {figures['ratio']:.3f}, load before {figures['load_before']}",
+                    flush=True,
+                )
         median = sorted(rounds, key=lambda f: f["ratio"])[len(rounds) // 2]
         summary = median["summary"]
-        processed = summary.items_new
-        pipeline_s, bare_s, parent_cpu = median["pipeline_s"], median["bare_s"], median["parent_cpu_s"]
-        bare_rate = len(pages) / bare_s
-        pipe_rate = processed / pipeline_s
-
-        # Where a worker's time goes: profile our per-page work on a sample, in this process.
-        sample = pages[:200]
-        items = [FeedItem(feed_id="b", outlet="b", url=u, canonical_url=u, title="") for u in urls[:200]]
-        prof = cProfile.Profile()
-        prof.enable()
-        for item, raw in zip(items, sample, strict=True):
-            build_article(
-                item,
-                html=decode_html(raw, "text/html; charset=utf-8"),
-                final_url=item.url,
-                fetched_at=summary_time(),
-                languages=("ar",),
-            )
-        prof.disable()
-        shares = stage_shares(prof)
-        figures = {
-            "pages": args.n,
+        sample = min(200, len(pages))
+        result = {
+            "measured": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": f"{os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, "
+            f"Python {sys.version.split()[0]}",
+            "pages": len(pages),
+            "page_kb": round(page_kb, 1),
+            "hosts": HOSTS,
             "workers": args.workers,
-            "indexed": summary.indexed,
-            "processed": processed,
-            "pipeline_seconds": round(pipeline_s, 2),
-            "pipeline_articles_per_s": round(pipe_rate, 1),
-            "bare_seconds": round(bare_s, 2),
-            "bare_pages_per_s": round(bare_rate, 1),
-            "ratio": round(pipe_rate / bare_rate, 3),
-            "ratio_each_round": [round(f["ratio"], 3) for f in rounds],
-            "parent_cpu_seconds_during_pipeline": round(parent_cpu, 2),
-            "stage_seconds": summary.stage_seconds,
-            "parent_mb_before_cycles": round(parent_before, 1),
-            "parent_peak_mb": round(rss_parent, 1),
-            "extraction_worker_peak_mb": round(rss_worker, 1),
-            "worker_time_shares": shares,
+            "fallback": args.fallback,
+            "rounds": [
+                {
+                    "cycle_articles_per_s": round(f["cycle_rate"], 1),
+                    "cycle_seconds": round(f["seconds"], 2),
+                    "indexed": f["summary"]["indexed"],
+                    "bare_pages_per_s": round(f["bare_rate"], 1),
+                    "bare_seconds": round(f["bare_s"], 2),
+                    "ratio": round(f["ratio"], 3),
+                    "load_before": f["load_before"],
+                }
+                for f in rounds
+            ],
+            "median_ratio": round(statistics.median(f["ratio"] for f in rounds), 3),
+            "median_cycle_articles_per_s": round(statistics.median(f["cycle_rate"] for f in rounds), 1),
+            "median_bare_pages_per_s": round(statistics.median(f["bare_rate"] for f in rounds), 1),
+            "median_round": {
+                "stage_seconds": summary["stage_seconds"],
+                "stage_shares_of_wall": stage_shares(summary, median["seconds"]),
+                "process_batches": summary.get("process_batches"),
+                "cycle_cpu_s": round(median["cycle_cpu_s"], 1),
+                "coordinator_cpu_s": round(median["coordinator_cpu_s"], 1),
+                "extraction_workers_cpu_s": round(median["workers_cpu_s"], 1),
+                "search_server_cpu_s": round(median["search_server_cpu_s"], 1),
+                "site_cpu_s": round(median["site_cpu_s"], 1),
+                "near_duplicates_clustered": summary["near_duplicates_clustered"],
+            },
+            "extraction_worker_peak_mb": round(max(f["worker_peak_mb"] for f in rounds), 1),
+            "worker_time_shares": worker_shares(pages[:sample], urls[:sample], args.fallback),
         }
         if args.json:
-            print(json.dumps(figures, indent=2))
+            print(json.dumps(result, indent=2, ensure_ascii=False))
         else:
-            for k, v in figures.items():
-                print(f"{k:>28}: {v}")
+            for k, v in result.items():
+                if k != "rounds":
+                    print(f"{k:>30}: {v}")
     finally:
-        stop_group(es_proc)
         stop.set()
         server.join(timeout=10)
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def summary_time():  # type: ignore[no-untyped-def]
-    from datetime import datetime
-
-    return datetime.now(UTC)
-
-
-def stage_shares(prof: cProfile.Profile) -> dict[str, float]:
-    """Cumulative time of each stage function as a share of the per-page total."""
-    stats = pstats.Stats(prof)
-    total = 0.0
-    found: dict[str, float] = {}
-    wanted = {
-        "decode_html": "decode",
-        "extract_body": "trafilatura",
-        "_html_to_text": "feed text",
-        "check_language": "language",
-        "content_hash": "hash",
-        "word_count": "word count",
-        "build_article": "total",
-    }
-    for (filename, _line, name), (_cc, _nc, _tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
-        if name in wanted and "pipeline" in filename:
-            found[wanted[name]] = found.get(wanted[name], 0.0) + ct
-            if name == "build_article":
-                total += ct
-    total += found.get("decode", 0.0)
-    return {k: round(v / total, 3) for k, v in sorted(found.items(), key=lambda kv: -kv[1]) if k != "total"}
 
 
 if __name__ == "__main__":

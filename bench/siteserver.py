@@ -19,7 +19,7 @@ def _response(status: int, headers: Mapping[str, str], body: bytes) -> bytes:
 
 
 class LeanServer:
-    def __init__(self, resources: Mapping[str, Any], *, port: int = 0) -> None:
+    def __init__(self, resources: Mapping[str, Any], *, port: int = 0, host: str = "127.0.0.1") -> None:
         self.plain: dict[str, bytes] = {}
         self.gzipped: dict[str, bytes] = {}
         for path, res in resources.items():
@@ -31,6 +31,7 @@ class LeanServer:
         self.missing = _response(404, {"Content-Type": "text/plain"}, b"not found")
         self.loop = asyncio.new_event_loop()
         self.port = port
+        self.host = host
         ready = threading.Event()
         self.thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
         self.thread.start()
@@ -38,7 +39,7 @@ class LeanServer:
 
     def _run(self, ready: threading.Event) -> None:
         asyncio.set_event_loop(self.loop)
-        server = self.loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", self.port))
+        server = self.loop.run_until_complete(asyncio.start_server(self._handle, self.host, self.port))
         self.port = server.sockets[0].getsockname()[1]
         ready.set()
         self.loop.run_forever()

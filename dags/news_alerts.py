@@ -1,4 +1,5 @@
-"""news_alerts: email digests of new matching stories when news_process has indexed articles."""
+"""news_alerts: email digests of new matching stories, then surges of coverage, when news_process has
+indexed articles."""
 
 from __future__ import annotations
 
@@ -20,12 +21,15 @@ from news_common import DAG_DEFAULTS, INDEXED, log_counts, pipeline_settings
 Runs when articles are indexed (asset `news_indexed_articles`). Selects stories whose profile score
 passes the profile's alert threshold and that were never alerted to that recipient list, and sends one
 digest per profile and recipient list (SMTP from the connection `news_smtp` or `SMTP_URL`; `.eml` files
-in `DATA_DIR/outbox` without one). The ledger in Elasticsearch makes it safe to retry: a story is
-alerted once; when the mail server is down, the digest waits for the next run.
+in `DATA_DIR/outbox` without one), and records in the ledger a decision about every tagged article
+(`python -m pipeline alerts why`). Then **surge** compares each profile's articles of the last hour
+with the same hour of the previous 7 days and sends one email per surge. The ledger in Elasticsearch
+makes both safe to retry: a story or a surge is alerted once; when the mail server is down, it waits
+for the next run.
 """,
 )
 def news_alerts() -> None:
-    @task(doc_md="Send the digests; the return value counts digests, stories sent and still pending.")
+    @task(doc_md="Send the digests; the return value counts digests, stories sent and still pending, decisions.")
     def alert() -> dict[str, Any]:
         from pipeline.tasks import send_alerts
 
@@ -33,7 +37,15 @@ def news_alerts() -> None:
         log_counts("alerts", counts)
         return counts
 
-    alert()
+    @task(doc_md="Send the surge emails; the return value counts surges sent and going on.")
+    def surge() -> dict[str, Any]:
+        from pipeline.tasks import send_surges
+
+        counts = send_surges(pipeline_settings())
+        log_counts("surges", counts)
+        return counts
+
+    alert() >> surge()
 
 
 news_alerts()

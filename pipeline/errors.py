@@ -12,6 +12,7 @@
     ├── IndexingError          the search server is unreachable or refused
     │   └── NoCoverage         nothing in the index to compare
     ├── LandingError           a landing-area batch cannot be written or read
+    ├── KibanaError            Kibana unreachable, or refused the credentials or saved objects
     └── AlertError             an alert could not be delivered
         └── MailServerUnreachable
 
@@ -90,6 +91,10 @@ class NoCoverage(IndexingError):
 
 class LandingError(PipelineError):
     """A landing-area batch cannot be written or read."""
+
+
+class KibanaError(PipelineError):
+    """Kibana could not be reached, refused the credentials, or rejected saved objects (``setup``)."""
 
 
 class AlertError(PipelineError):

@@ -147,6 +147,12 @@ class Settings:
     user_agent: str = "arabic-news-pipeline/0.1 (+https://github.com/; news monitoring)"
     lang_prefix_chars: int = 2000
     min_body_chars: int = 200
+    # auto: trafilatura's fallback extractors only on pages where its main pass is not confident
+    # (pipeline/ingest/extract.py); always: on every page (trafilatura's default path, three times the CPU).
+    extract_fallback: str = "auto"
+    # While pages are still being extracted, cluster and index the articles in batches of at least this
+    # many (more when the previous batch took longer); 0: all of them after the last page.
+    process_batch: int = 100
     # Near-duplicate clustering: shingle similarity that makes two articles one story, and how far
     # apart in publication time two copies of a story may be.
     cluster_threshold: float = 0.4
@@ -213,6 +219,8 @@ class Settings:
             values["alert_to"] = _csv(v)
         if (v := get("OPS_ALERT_TO")) is not None:
             values["ops_alert_to"] = _csv(v)
+        if (v := get("EXTRACT_FALLBACK")) is not None:
+            values["extract_fallback"] = v.strip().lower()
         if (v := get("ALLOW_PRIVATE_HOSTS")) is not None:
             values["allow_private_hosts"] = _bool(v, "ALLOW_PRIVATE_HOSTS")
         for name, attr, conv in [
@@ -239,6 +247,7 @@ class Settings:
             ("FEED_DEAD_DAYS", "feed_dead_days", _float),
             ("FEED_MIN_MINUTES", "feed_min_minutes", _float),
             ("FEED_MAX_MINUTES", "feed_max_minutes", _float),
+            ("PROCESS_BATCH", "process_batch", _int),
         ]:
             if (v := get(name)) is not None:
                 values[attr] = conv(v, name)
@@ -265,6 +274,10 @@ class Settings:
         for name in ("fetch_workers", "per_host", "max_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
+        if self.extract_fallback not in ("auto", "always"):
+            raise ConfigError(f"EXTRACT_FALLBACK must be auto or always, not {self.extract_fallback!r}")
+        if self.process_batch < 0:
+            raise ConfigError("PROCESS_BATCH must not be negative")
         if self.max_redirects < 0:
             raise ConfigError("max_redirects must not be negative")
         if self.alert_max_stories < 1:

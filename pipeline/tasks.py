@@ -218,12 +218,22 @@ def send_feed_alerts(settings: Settings) -> dict[str, Any]:
 
 
 def send_alerts(settings: Settings) -> dict[str, Any]:
-    """Email the digests of new matching stories (see ``pipeline/alerts/run.py``)."""
+    """Email the digests of new matching stories and record a decision about every tagged article (see
+    ``pipeline/alerts/run.py``); surges are :func:`send_surges`, the task after this one."""
     from pipeline.alerts.run import run_alerts
 
     profiles = load_profiles(settings.profiles_dir)
     with open_index(settings) as es:
-        return run_alerts(settings, es, profiles).to_dict()
+        return run_alerts(settings, es, profiles, surges=False).to_dict()
+
+
+def send_surges(settings: Settings) -> dict[str, Any]:
+    """Email each profile's new surge of coverage once (see ``pipeline/alerts/surge.py``)."""
+    from pipeline.alerts.surge import run_surges
+
+    profiles = load_profiles(settings.profiles_dir)
+    with open_index(settings) as es:
+        return run_surges(settings, es, profiles).to_dict()
 
 
 def retag(settings: Settings, profile: str | None = None) -> dict[str, Any]:

@@ -18,7 +18,8 @@ from pipeline.settings import PROJECT_ROOT
 # Variables the pipeline reads (settings.py), and the Airflow ones the DAG tests set themselves.
 _PIPELINE_PREFIXES = (
     "ES_", "FEEDS_", "PROFILES_", "DATA_DIR", "SMTP_", "ALERT_", "LANGUAGES", "ALLOW_PRIVATE", "FETCH_",
-    "EXTRACT_", "MAX_", "CONNECT_", "READ_", "TOTAL_", "CLUSTER_", "LANDING_", "POLL_", "NEWS_", "OPS_", "FEED_",
+    "EXTRACT_", "PROCESS_", "MAX_", "CONNECT_", "READ_", "TOTAL_", "CLUSTER_", "LANDING_", "POLL_", "NEWS_", "OPS_",
+    "FEED_",
 )  # fmt: skip
 TEST_DEFAULTS = {"CONNECT_TIMEOUT": "2", "READ_TIMEOUT": "2"}
 

@@ -151,9 +151,12 @@ def cycle(settings: Settings, es: Elasticsearch, newsroom: Newsroom, profiles: l
 
 
 def ledger_records(es: Elasticsearch, alias: str) -> list[dict[str, Any]]:
+    """The ledger's stories and leases; the decisions about articles beside them (tests/test_alert_decisions.py)
+    take no part in sending."""
     name = index.Names(alias).alerts
     es.indices.refresh(index=name)
-    hits = es.search(index=name, query={"match_all": {}}, size=1000)["hits"]["hits"]
+    query = {"bool": {"must_not": [{"term": {"kind": "decision"}}]}}
+    hits = es.search(index=name, query=query, size=1000)["hits"]["hits"]
     return [{"_id": h["_id"], **h["_source"]} for h in hits]
 
 
@@ -371,7 +374,7 @@ def test_a_dead_workers_lease_and_claims_expire_and_the_story_goes_out_once(
         refresh=True,
     )
     assert run_alerts(mailing, es, profiles).profiles_busy == [profile.id]
-    assert operator.list_alerts(mailing, es, profiles, status="pending")[0]["status"] == "claimed"
+    assert operator.list_alerts(mailing, es, profiles, status="pending")[0].status == "claimed"
     later = now + timedelta(minutes=mailing.alert_claim_minutes + 1)
     taken = run_alerts(mailing, es, profiles, now=later)
     assert (taken.digests_sent, taken.stories_sent) == (1, 1) and smtp.count() == 1

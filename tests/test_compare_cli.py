@@ -4,31 +4,18 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_runner import cli as run_cli
 from elasticsearch import Elasticsearch
 from test_compare import PROFILE, story_articles, topic_articles, write
 
-from pipeline.settings import PROJECT_ROOT
 
-
-def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("ES_", "PROFILES_", "DATA_DIR"))}
-    full_env.update(env)
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", "compare", *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        cwd=PROJECT_ROOT,
-        timeout=240,
-        stdin=subprocess.DEVNULL,
-    )
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return run_cli("compare", *args, env=env)
 
 
 @pytest.fixture

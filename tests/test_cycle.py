@@ -35,10 +35,13 @@ def expected_url(site: SiteServer, e: Expected) -> str:
     return canonical_url(site.base_url + e.path)
 
 
+@pytest.mark.parametrize("batch", [500, 1], ids=["after the last page", "overlapped with extraction"])
 def test_full_run_indexes_exactly_the_expected_articles(
-    demo_site: SiteServer, es: Elasticsearch, settings: Settings
+    batch: int, demo_site: SiteServer, es: Elasticsearch, settings: Settings
 ) -> None:
-    summary = run_cycle(settings, es, feeds_of(demo_site))
+    summary = run_cycle(settings.with_(process_batch=batch), es, feeds_of(demo_site))
+    # Small batches: clustered and indexed while later pages were extracted, with the same outcome.
+    assert summary.process_batches == 1 if batch == 500 else summary.process_batches > 2
     docs = all_docs(es, settings.es_index)
     wanted = {expected_url(demo_site, e): e for e in expectations() if e.outcome in INDEXED}
     assert set(docs) == set(wanted)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, get_args
 from urllib.parse import parse_qs, urlsplit
 
 import jsonschema
@@ -35,8 +35,9 @@ from elasticsearch import Elasticsearch
 from typer.testing import CliRunner
 
 from pipeline import log
+from pipeline.alerts.decisions import Reason
 from pipeline.cli import main
-from pipeline.errors import IndexingError
+from pipeline.errors import IndexingError, KibanaError
 from pipeline.ops import setup
 from pipeline.settings import PROJECT_ROOT, Settings
 from pipeline.store import index
@@ -671,6 +672,23 @@ def test_saved_searches_cover_the_seed_topic_the_newest_stories_and_one_story() 
     assert "cluster_id" in story["columns"] and "outlet" in story["columns"]
 
 
+def test_alert_decisions_are_a_saved_search_on_the_ledger_by_decision_time() -> None:
+    objects = by_id(saved_objects())
+    search = objects["news-search-alert-decisions"]["attributes"]
+    assert search["title"] == "Alert decisions" and search["sort"] == [["decided_at", "desc"]]
+    assert {"profile", "reason", "score", "threshold", "message_id"} <= set(search["columns"])
+    source = json.loads(search["kibanaSavedObjectMeta"]["searchSourceJSON"])
+    assert source["query"]["query"] == 'kind : "decision"'
+    # The ledger's own data view keys time on sent_at, which a decision has no reason to carry: this one
+    # reads the same index by decision time.
+    view = objects["news-articles-alert-decisions"]["attributes"]
+    assert (
+        view["title"] == objects["news-articles-alerts"]["attributes"]["title"]
+        and view["timeFieldName"] == "decided_at"
+    )
+    assert all(reason in search["description"] for reason in get_args(Reason))
+
+
 def test_another_alias_repoints_the_data_views_and_nothing_else() -> None:
     original = setup.saved_objects()
     assert original == b"".join(p.read_bytes() for p in sorted(KIBANA_DIR.glob("*.ndjson")))
@@ -680,6 +698,7 @@ def test_another_alias_repoints_the_data_views_and_nothing_else() -> None:
         "news-articles": "press-ar",
         "news-articles-alerts": "press-ar-alerts",
         "news-articles-feeds": "press-ar-feeds",
+        "news-articles-alert-decisions": "press-ar-alerts",
     }
     same = [json.loads(line) for line in original.decode().splitlines()]
     for before, after in zip(same, moved, strict=True):
@@ -911,7 +930,7 @@ def test_kibana_answering_an_error_fails_the_setup(kibana: FakeKibana) -> None:
         "error": "Bad Request",
         "message": "Invalid file extension",
     }
-    with pytest.raises(setup.KibanaError, match=r"refused the import \(HTTP 400\): Invalid file extension"):
+    with pytest.raises(KibanaError, match=r"refused the import \(HTTP 400\): Invalid file extension"):
         setup.import_saved_objects(kibana.url, setup.saved_objects(), headers={}, interval=0.01)
 
 
@@ -919,7 +938,7 @@ def test_refused_credentials_fail_at_once(kibana: FakeKibana) -> None:
     kibana.starting = 0
     kibana.status_code = 401
     started = time.monotonic()
-    with pytest.raises(setup.KibanaError, match=r"refused the credentials \(HTTP 401"):
+    with pytest.raises(KibanaError, match=r"refused the credentials \(HTTP 401"):
         setup.import_saved_objects(kibana.url, setup.saved_objects(), headers={}, wait=30)
     assert time.monotonic() - started < 5
     assert kibana.uploads == []

@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+import trafilatura.core as trafilatura_core
+from lxml import etree
 
 from pipeline.errors import ExtractError, LanguageRejected
-from pipeline.ingest.extract import build_article, decode_html, process_page
+from pipeline.ingest.extract import build_article, confident, decode_html, extract_body, process_page
 from pipeline.records import FeedItem
 
 PARAS = [
@@ -147,3 +149,81 @@ def test_extraction_that_runs_too_long_is_stopped() -> None:
     html = f"<html><body><article>{long_page}</article></body></html>".encode()
     result = process_page(item(), html, "text/html; charset=utf-8", "u", NOW, ("ar",), 200, 2000, 0.001)
     assert isinstance(result, ExtractError) and "longer than" in str(result)
+
+
+# --- the fast path: trafilatura's main pass alone where it is confident ------------------------------
+
+LONG = PARAS + [
+    "وأضاف المتحدث أن الوفد سيضم خبراء في الطاقة والنقل إلى جانب الدبلوماسيين، وأن جدول الأعمال لم يكتمل بعد.",
+    "ولم تعلق موسكو رسمياً على الزيارة حتى الآن، فيما قالت مصادر دبلوماسية إن التحضيرات بدأت منذ أسابيع.",
+]
+
+
+def test_a_long_article_in_paragraphs_keeps_the_main_pass_alone() -> None:
+    meta = extract_body(page(LONG), url="https://example.org/a/1")
+    assert meta["path"] == "fast"
+    assert all(p in meta["text"] for p in LONG) and BOILER not in meta["text"]
+
+
+def test_a_short_brief_goes_through_the_full_path() -> None:
+    meta = extract_body(page(PARAS[:1]), url="https://example.org/a/1")
+    assert meta["path"] == "full"
+    assert PARAS[0] in meta["text"]
+
+
+def test_a_body_without_paragraphs_goes_through_the_full_path() -> None:
+    html = page([]).replace("</h1>", "</h1><div>" + "<br>".join(LONG) + "</div>")
+    meta = extract_body(html, url="https://example.org/a/1")
+    assert meta["path"] == "full"
+    assert LONG[0] in meta["text"]
+
+
+def test_a_table_dominated_body_goes_through_the_full_path() -> None:
+    def table(k: int) -> str:  # three different tables (trafilatura drops a repeated one)
+        return (
+            "<table>" + "".join(f"<tr><td>{p}</td><td>{n + k}</td></tr>" for n, p in enumerate(LONG[k:])) + "</table>"
+        )
+
+    tables = "".join(table(k) for k in range(3))
+    html = page(LONG[:2]).replace("</h1>", "</h1>" + tables)
+    assert extract_body(html, url="https://example.org/a/1")["path"] == "full"
+
+
+def test_page_furniture_left_in_the_extracted_body_is_not_confident() -> None:
+    # What makes trafilatura's own comparison try jusText on the main pass's result.
+    paragraphs = "".join(f"<p>{p}</p>" for p in LONG)
+    text = "\n".join(LONG)
+    assert confident(etree.fromstring(f"<body>{paragraphs}</body>"), text)
+    assert not confident(etree.fromstring(f"<body>{paragraphs}<aside><p>{BOILER}</p></aside></body>"), text)
+
+
+def test_fallback_always_sends_every_page_through_the_full_path() -> None:
+    fast = extract_body(page(LONG), url="https://example.org/a/1")
+    full = extract_body(page(LONG), url="https://example.org/a/1", fallback="always")
+    assert full["path"] == "full" and full["text"] == fast["text"]
+
+
+@pytest.mark.parametrize("text", ["", "قصير"])
+def test_nothing_or_little_is_not_confident(text: str) -> None:
+    assert not confident(None, text)
+
+
+def test_the_fast_pass_turns_trafilaturas_recall_escalation_off_only_while_it_runs() -> None:
+    # The switch is trafilatura's module constant (pinned version): if an upgrade drops it, the fast
+    # pass would escalate again and cost twice as much; this says so.
+    before = trafilatura_core.ESCALATION_MAX_LENGTH
+    assert before > 0
+    seen: list[int] = []
+    original = trafilatura_core.trafilatura_sequence
+
+    def spy(*args: object, **kwargs: object) -> object:
+        seen.append(trafilatura_core.ESCALATION_MAX_LENGTH)
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    trafilatura_core.trafilatura_sequence = spy  # type: ignore[assignment]
+    try:
+        assert extract_body(page(PARAS[:1]), url="https://example.org/a/1")["path"] == "full"
+    finally:
+        trafilatura_core.trafilatura_sequence = original
+    assert seen == [0, before]  # the fast pass without it, then the full path with it
+    assert before == trafilatura_core.ESCALATION_MAX_LENGTH  # restored

@@ -125,17 +125,6 @@ def test_unreachable_cluster_is_an_indexing_error() -> None:
         connect(Settings(), "http://127.0.0.1:9")
 
 
-def test_search_finds_arabic_forms_and_highlights(es: Elasticsearch, alias: str) -> None:
-    index.ensure_indices(es, alias)
-    bulk_write(es, index.article_actions(alias, [make_article(1), make_article(2, outlet="بوابة النيل")]))
-    es.indices.refresh(index=alias)
-    resp = index.search_articles(es, alias, "الغارة الروسية", size=5)
-    assert resp["hits"]["total"]["value"] == 2
-    assert any("<mark>" in frag for hit in resp["hits"]["hits"] for frag in hit.get("highlight", {}).get("body", []))
-    only = index.search_articles(es, alias, "سوريا", outlet="بوابة النيل")
-    assert [h["_source"]["outlet"] for h in only["hits"]["hits"]] == ["بوابة النيل"]
-
-
 @pytest.mark.parametrize(
     ("settings_kw", "expected"),
     [

@@ -5,14 +5,13 @@ thresholds read off labelled articles. Every article here was written for these 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_runner import cli as run_cli
 from elasticsearch import Elasticsearch
 from test_compare import make_article, write
 from test_compare_json import check_contract
@@ -69,17 +68,7 @@ LABELLED = [
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("ES_", "PROFILES_", "DATA_DIR"))}
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", "profile", *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        cwd=PROJECT_ROOT,
-        timeout=240,
-        stdin=subprocess.DEVNULL,
-    )
+    return run_cli("profile", *args, env=env)
 
 
 def labelled_set(directory: Path) -> Path:

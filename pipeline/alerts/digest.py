@@ -1,4 +1,5 @@
-"""An alert digest as an email: Arabic subject, right-to-left HTML and a plain-text part. Pure functions.
+"""An alert digest — and a surge report — as an email: Arabic subject, right-to-left HTML and a plain-text
+part. Pure functions.
 
 The HTML is built for mail clients rather than browsers: tables for layout, inline ``style`` attributes
 only (Gmail and Outlook drop ``<style>`` blocks and ``class`` rules), ``dir="rtl"`` and
@@ -10,8 +11,12 @@ cleaned (control and bidirectional-override characters removed, whitespace colla
 cut) and HTML-escaped; a link is a link only when it is ``http`` or ``https``, otherwise it is shown as
 text.
 
-Arabic numbers agree with what they count (:func:`story_count`): خبر واحد, خبران, 3–10 أخبار,
-11–99 خبرًا, and a round hundred takes the singular (100 خبر).
+Arabic numbers agree with what they count (:func:`story_count`, :func:`article_count`): خبر واحد,
+خبران, 3–10 أخبار, 11–99 خبرًا, and a round hundred takes the singular (100 خبر).
+
+A surge report (:class:`SurgeReport`, sent by :mod:`pipeline.alerts.surge`) says how many of a profile's
+articles were published in the last hour against the same hour of the previous days, then names the
+stories and the outlets behind the jump, in the same layout as the digest.
 """
 
 from __future__ import annotations
@@ -32,14 +37,21 @@ __all__ = [
     "Copy",
     "Digest",
     "Story",
+    "SurgeReport",
+    "SurgeStory",
+    "article_count",
     "build_message",
+    "build_surge_message",
     "more_count",
     "render_html",
     "reading_order",
+    "render_surge_html",
+    "render_surge_text",
     "render_text",
     "safe_href",
     "story_count",
     "subject",
+    "surge_subject",
 ]
 
 MAX_TITLE = 300  # characters of a headline shown; feeds sometimes put a whole paragraph there
@@ -100,6 +112,20 @@ def story_count(n: int) -> str:
     if 11 <= rest <= 99:
         return f"{n} خبرًا جديدًا"
     return f"{n} خبر جديد"  # 0, and 100, 101, 102, 200…: the hundred governs the noun
+
+
+def article_count(n: int) -> str:
+    """``n`` articles, in agreement: مقال واحد, مقالان, 3 مقالات, 11 مقالًا, 100 مقال."""
+    if n == 1:
+        return "مقال واحد"
+    if n == 2:
+        return "مقالان"
+    rest = n % 100
+    if 3 <= rest <= 10:
+        return f"{n} مقالات"
+    if 11 <= rest <= 99:
+        return f"{n} مقالًا"
+    return f"{n} مقال"
 
 
 def more_count(n: int) -> str:
@@ -305,4 +331,149 @@ def build_message(
     # base64: Arabic text is all non-ASCII, where quoted-printable triples the size.
     message.set_content(render_text(digest, generated_at=date), cte="base64")
     message.add_alternative(render_html(digest, generated_at=date), subtype="html", cte="base64")
+    return message
+
+
+# --- the surge report ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SurgeStory:
+    """A story behind a surge: its earliest article in the window, and how much of the window it is."""
+
+    cluster_id: str
+    title: str
+    outlet: str
+    url: str
+    published_at: datetime | None
+    articles: int  # of the window's articles
+    outlets: tuple[str, ...]  # every outlet that carried it in the window
+
+
+@dataclass(frozen=True, slots=True)
+class SurgeReport:
+    profile_id: str
+    profile_title: str
+    window_start: datetime
+    window_end: datetime
+    articles: int  # the profile's articles published in the window
+    baseline: float  # their mean count in the same hour over the previous days
+    days: int  # how many previous days the baseline covers
+    stories: tuple[SurgeStory, ...]
+    outlets: tuple[tuple[str, int], ...]  # outlets by articles in the window, most first
+
+
+def surge_subject(report: SurgeReport) -> str:
+    """``ارتفاع مفاجئ في التغطية: 14 مقالًا في ساعة — <profile title>``."""
+    return (
+        f"ارتفاع مفاجئ في التغطية: {article_count(report.articles)} في ساعة — {clean(report.profile_title, limit=150)}"
+    )
+
+
+def _times(report: SurgeReport) -> str:
+    return f"{report.window_start.astimezone(UTC):%Y-%m-%d %H:%M}–{report.window_end.astimezone(UTC):%H:%M} UTC"
+
+
+def _surge_line(report: SurgeReport) -> str:
+    days = "الأيام السبعة الماضية" if report.days == 7 else f"آخر {report.days} أيام"
+    return (
+        f"{article_count(report.articles)} في الساعة الأخيرة، مقابل {report.baseline:.1f} في المتوسط "
+        f"في الساعة نفسها من {days}"
+    )
+
+
+def _footer_surge(report: SurgeReport) -> str:
+    return (
+        f"رسالة آلية من منظومة رصد الأخبار العربية، ملف المتابعة: {clean(report.profile_id, limit=100)}. "
+        "تُرسل رسالة واحدة عن كل ارتفاع مفاجئ، ولا تتكرر ما دام الارتفاع مستمرًا."
+    )
+
+
+def render_surge_text(report: SurgeReport) -> str:
+    """The plain-text part: the figures, the stories behind them (most articles first), the outlets."""
+    lines = [clean(report.profile_title, limit=150), f"ارتفاع مفاجئ في التغطية — {_times(report)}", ""]
+    lines += [_surge_line(report) + ".", "", "أبرز الأخبار:"]
+    for n, story in enumerate(report.stories, start=1):
+        lines.append(f"{n}. {clean(story.title)}")
+        lines.append(
+            f"   {clean(story.outlet, limit=100)} · {when(story.published_at)} · {article_count(story.articles)}"
+        )
+        lines.append(f"   {safe_href(story.url) or clean(story.url, limit=500)}")
+        others = [o for o in story.outlets if o != story.outlet]
+        if others:
+            lines.append(f"   نشرته أيضًا: {'، '.join(clean(o, limit=100) for o in others)}")
+    lines += ["", "المنافذ الأكثر نشرًا:"]
+    lines += [f"- {clean(outlet, limit=100)}: {article_count(count)}" for outlet, count in report.outlets]
+    lines += ["", "--", _footer_surge(report)]
+    return "\n".join(lines) + "\n"
+
+
+def render_surge_html(report: SurgeReport) -> str:
+    """The HTML part, laid out like the digest (tables, inline styles, right to left)."""
+    rows = []
+    for n, story in enumerate(report.stories, start=1):
+        title = _link(
+            story.url,
+            clean(story.title) or "(بلا عنوان)",
+            f"{_FONT}color:#0b4f8a;text-decoration:none;font-size:17px;font-weight:bold;line-height:1.6;",
+        )
+        others = [o for o in story.outlets if o != story.outlet]
+        also = f" &middot; نشرته أيضًا: {_e('، '.join(clean(o, limit=100) for o in others))}" if others else ""
+        rows.append(
+            f'<tr><td style="{_CELL}padding:14px 24px;border-bottom:1px solid #e5e7eb;">'
+            f'<div style="{_CELL}"><span style="color:#999999;font-size:14px;">{n}.</span> {title}</div>'
+            f'<div style="{_CELL}font-size:13px;color:#555555;">'
+            f'<span style="font-weight:bold;color:#333333;">{_e(clean(story.outlet, limit=100))}</span>'
+            f" &middot; {_date_span(story.published_at)} &middot; {_e(article_count(story.articles))}{also}</div>"
+            "</td></tr>"
+        )
+    outlets = "".join(
+        f'<tr><td style="{_CELL}padding:2px 24px;font-size:13px;color:#333333;">'
+        f"{_e(clean(outlet, limit=100))}: {_e(article_count(count))}</td></tr>"
+        for outlet, count in report.outlets
+    )
+    return (
+        '<!DOCTYPE html>\n<html dir="rtl" lang="ar">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{_e(surge_subject(report))}</title>\n</head>\n"
+        f'<body dir="rtl" style="margin:0;padding:0;background:#f3f4f6;{_FONT}">\n'
+        '<table role="presentation" width="100%" cellpadding="0" cellspacing="0" border="0" dir="rtl" '
+        'style="background:#f3f4f6;">\n<tr><td align="center" style="padding:24px 8px;">\n'
+        '<table role="presentation" width="640" cellpadding="0" cellspacing="0" border="0" dir="rtl" '
+        'style="width:100%;max-width:640px;background:#ffffff;border:1px solid #e5e7eb;">\n'
+        f'<tr><td style="{_CELL}padding:20px 24px;background:#8a3b0b;color:#ffffff;">'
+        f'<div style="{_CELL}font-size:13px;color:#f5dfd6;">ارتفاع مفاجئ في التغطية</div>'
+        f'<div style="{_CELL}font-size:22px;font-weight:bold;color:#ffffff;line-height:1.5;">'
+        f"{_e(clean(report.profile_title, limit=150))}</div>"
+        f'<div style="{_CELL}font-size:14px;color:#ffffff;">{_e(_surge_line(report))} &middot; '
+        f'<span dir="ltr" style="unicode-bidi:embed;">{_e(_times(report))}</span></div></td></tr>\n'
+        f'<tr><td style="{_CELL}padding:14px 24px 0 24px;font-size:15px;font-weight:bold;color:#333333;">'
+        "أبرز الأخبار</td></tr>\n"
+        f"{''.join(rows)}\n"
+        f'<tr><td style="{_CELL}padding:14px 24px 4px 24px;font-size:15px;font-weight:bold;color:#333333;">'
+        "المنافذ الأكثر نشرًا</td></tr>\n"
+        f"{outlets}\n"
+        f'<tr><td style="{_CELL}padding:16px 24px;font-size:12px;color:#888888;">'
+        f"{_e(_footer_surge(report))}</td></tr>\n"
+        "</table>\n</td></tr>\n</table>\n</body>\n</html>\n"
+    )
+
+
+def build_surge_message(
+    report: SurgeReport, *, sender: str, recipients: tuple[str, ...], message_id: str, date: datetime
+) -> EmailMessage:
+    """The surge email, with the digest's headers (:func:`build_message`)."""
+    message = EmailMessage(policy=SMTP_POLICY)
+    message["Subject"] = surge_subject(report)
+    message["From"] = sender
+    message["To"] = ", ".join(recipients)
+    message["Date"] = format_datetime(date.astimezone(UTC))
+    message["Message-ID"] = message_id
+    message["Auto-Submitted"] = "auto-generated"
+    message["X-Auto-Response-Suppress"] = "All"
+    message["Content-Language"] = "ar"
+    message["X-Alert-Profile"] = report.profile_id
+    message["X-Alert-Kind"] = "surge"
+    message.set_content(render_surge_text(report), cte="base64")
+    message.add_alternative(render_surge_html(report), subtype="html", cte="base64")
     return message

@@ -48,7 +48,7 @@ from typing import Any
 from elasticsearch import ConflictError, Elasticsearch, NotFoundError
 from elasticsearch import helpers as es_helpers
 
-from pipeline import log
+from pipeline import log, records
 from pipeline.alerts.digest import Story
 from pipeline.errors import IndexingError
 from pipeline.records import iso, parse_iso_or_none
@@ -62,11 +62,15 @@ __all__ = [
     "DEFAULT_SENDER",
     "LEASE",
     "SENT",
+    "STORY",
+    "Covering",
     "Lease",
     "alerted_to",
     "claim_id",
     "claim_stories",
     "claim_ttl",
+    "covered_by",
+    "covering_records",
     "delete_claims",
     "drop_stale_claims",
     "ensure_ledger",
@@ -82,6 +86,7 @@ __all__ = [
 _log = log.get(__name__)
 
 CLAIMED, SENT, LEASE = "claimed", "sent", "lease"
+STORY = "story"  # kind of a story's claim and sent record (records from before kinds existed have none)
 DEFAULT_SENDER = "news-alerts@localhost"
 
 
@@ -106,14 +111,17 @@ def _ledger_mapping() -> dict[str, Any]:
 
 
 def ledger_hits(
-    es: Elasticsearch, alias: str, query: dict[str, Any], fields: list[str] | None = None
+    es: Elasticsearch, alias: str, query: dict[str, Any], fields: list[str] | None = None, *, seq_no: bool = False
 ) -> Iterator[dict[str, Any]]:
-    """Every ledger document matching ``query`` (with ``fields`` of its source, or all of it).
+    """Every ledger document matching ``query`` (with ``fields`` of its source, or all of it; with
+    ``seq_no``, the ``_seq_no`` and ``_primary_term`` a conditional write needs).
 
     Raises:
         IndexingError: the ledger cannot be read.
     """
     body: dict[str, Any] = {"query": query} if fields is None else {"query": query, "_source": fields}
+    if seq_no:
+        body["seq_no_primary_term"] = True
     with translated("reading the alert ledger", url=alias):
         yield from es_helpers.scan(es, index=index.Names(alias).alerts, query=body, size=1000)
 
@@ -147,13 +155,36 @@ def _recorded(profile_id: str, *, live_after: datetime) -> list[dict[str, Any]]:
     ]
 
 
-def alerted_to(
-    es: Elasticsearch, alias: str, profile_id: str, stories: dict[str, Story], *, live_after: datetime
-) -> dict[str, set[str]]:
-    """cluster_id → the addresses (lower case) it was already alerted to, by cluster id or by any article."""
-    by_article = {a: s.cluster_id for s in stories.values() for a in s.article_ids}
-    covered: dict[str, set[str]] = {}
-    clusters, articles = sorted(stories), sorted(by_article)
+@dataclass(frozen=True, slots=True)
+class Covering:
+    """A ledger record that makes a story alerted to its recipients: sent, or claimed by a live run."""
+
+    status: str
+    cluster_id: str
+    article_ids: tuple[str, ...]
+    recipients: tuple[str, ...]
+    message_id: str | None
+    sent_at: str | None
+    headline: str  # the story's headline article when it was claimed
+
+
+def covering_records(
+    es: Elasticsearch,
+    alias: str,
+    profile_id: str,
+    *,
+    clusters: Sequence[str],
+    articles: Sequence[str],
+    live_after: datetime,
+) -> list[Covering]:
+    """The profile's ``sent`` and live ``claimed`` records that name one of ``clusters`` or ``articles``.
+
+    Raises:
+        IndexingError: the ledger cannot be read.
+    """
+    found: list[Covering] = []
+    clusters, articles = sorted(set(clusters)), sorted(set(articles))
+    fields = ["status", "cluster_id", "article_ids", "recipients", "message_id", "sent_at", "article_id", "url"]
     for start in range(0, max(len(clusters), len(articles)), 5000):
         keys = [
             {"terms": {"cluster_id": clusters[start : start + 5000]}},
@@ -166,13 +197,43 @@ def alerted_to(
                 "minimum_should_match": 1,
             }
         }
-        for hit in ledger_hits(es, alias, query, ["cluster_id", "article_ids", "recipients"]):
+        for hit in ledger_hits(es, alias, query, fields):
             src = hit["_source"]
-            targets = {src.get("cluster_id")} | {by_article.get(a) for a in src.get("article_ids") or []}
-            addresses = {r.lower() for r in src.get("recipients") or []}
-            for cluster in targets & stories.keys():
-                covered.setdefault(str(cluster), set()).update(addresses)
+            found.append(
+                Covering(
+                    status=str(src.get("status") or ""),
+                    cluster_id=str(src.get("cluster_id") or ""),
+                    article_ids=tuple(src.get("article_ids") or ()),
+                    recipients=tuple(src.get("recipients") or ()),
+                    message_id=src.get("message_id"),
+                    sent_at=src.get("sent_at"),
+                    # Records from before article_id was kept: the headline's id is its URL's hash.
+                    headline=str(src.get("article_id") or (records.doc_id(src["url"]) if src.get("url") else "")),
+                )
+            )
+    return found
+
+
+def covered_by(records: Sequence[Covering], stories: dict[str, Story]) -> dict[str, set[str]]:
+    """cluster_id → the addresses (lower case) the story was already alerted to, by cluster id or by any
+    of its articles (a cluster re-pointed to an earlier copy's id is still recognised)."""
+    by_article = {a: s.cluster_id for s in stories.values() for a in s.article_ids}
+    covered: dict[str, set[str]] = {}
+    for record in records:
+        targets = {record.cluster_id} | {by_article.get(a) for a in record.article_ids}
+        addresses = {r.lower() for r in record.recipients}
+        for cluster in targets & stories.keys():
+            covered.setdefault(str(cluster), set()).update(addresses)
     return covered
+
+
+def alerted_to(
+    es: Elasticsearch, alias: str, profile_id: str, stories: dict[str, Story], *, live_after: datetime
+) -> dict[str, set[str]]:
+    """cluster_id → the addresses (lower case) it was already alerted to, by cluster id or by any article."""
+    articles = [a for s in stories.values() for a in s.article_ids]
+    records = covering_records(es, alias, profile_id, clusters=list(stories), articles=articles, live_after=live_after)
+    return covered_by(records, stories)
 
 
 # --- the lease --------------------------------------------------------------------------------------
@@ -315,8 +376,10 @@ def claim_stories(
             "_index": ledger,
             "_id": doc_id,
             "_source": {
+                "kind": STORY,
                 "profile": profile_id,
                 "cluster_id": story.cluster_id,
+                "article_id": story.article_id,
                 "article_ids": list(story.article_ids),
                 "recipients": list(recipients),
                 "status": CLAIMED,

@@ -64,12 +64,15 @@ from elasticsearch import Elasticsearch
 
 from pipeline import log
 from pipeline.alerts import mailer
+from pipeline.alerts.decisions import Decision, Outcome, Reason, Tagged, age_out, decide, record_decisions
 from pipeline.alerts.digest import Copy, Digest, Story, build_message, reading_order
 from pipeline.alerts.ledger import (
     DEFAULT_SENDER,
-    alerted_to,
+    Covering,
     claim_stories,
     claim_ttl,
+    covered_by,
+    covering_records,
     delete_claims,
     drop_stale_claims,
     ensure_ledger,
@@ -90,10 +93,12 @@ __all__ = [
     "ARTICLE_FIELDS",
     "AlertRun",
     "Pending",
+    "Survey",
     "recipients_for",
     "run_alerts",
     "select_pending",
     "story_of",
+    "survey",
 ]
 
 _log = log.get(__name__)
@@ -113,6 +118,9 @@ class AlertRun:
     failures: list[dict[str, str]] = field(default_factory=list)  # {profile, server, reason}
     profiles_busy: list[str] = field(default_factory=list)  # leased by another run: skipped
     messages: list[dict[str, Any]] = field(default_factory=list)  # {profile, message_id, recipients, stories, where}
+    decisions: dict[str, int] = field(default_factory=dict)  # reason → articles decided this run (alerts why)
+    surges_sent: int = 0  # surge emails (pipeline/alerts/surge.py), when the run checks for surges
+    surges: list[dict[str, Any]] = field(default_factory=list)  # {profile, window_start, articles, baseline, ...}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -127,14 +135,36 @@ class Pending:
     stories: tuple[Story, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Survey:
+    """What a run reads for one profile: the pending digests, and what the decisions are made from."""
+
+    since: datetime  # the start of the look-back window
+    pending: tuple[Pending, ...] = ()
+    tagged: dict[str, Tagged] = field(default_factory=dict)  # the profile's articles in the window, and their copies
+    stories: dict[str, Story] = field(default_factory=dict)  # cluster → story, for stories with an article passing
+    records: tuple[Covering, ...] = ()  # the ledger's sent and live claimed records of these stories and articles
+
+
+# A story's fate in this run, per recipient list: what the decisions are made of.
+Outcomes = dict[str, list[Outcome]]
+
+
 # --- entry points -----------------------------------------------------------------------------------
 
 
 def run_alerts(
-    settings: Settings, es: Elasticsearch, profiles: Sequence[Profile], *, now: datetime | None = None
+    settings: Settings,
+    es: Elasticsearch,
+    profiles: Sequence[Profile],
+    *,
+    now: datetime | None = None,
+    surges: bool = True,
 ) -> AlertRun:
-    """Send every profile's pending stories as digests and record them in the ledger (see the module
-    docstring). Idempotent; safe to run from several processes at once.
+    """Send every profile's pending stories as digests, record them in the ledger with a decision about
+    every tagged article (:mod:`pipeline.alerts.decisions`), then, with ``surges``, send the surge emails
+    (:mod:`pipeline.alerts.surge`; Airflow runs those as a task of their own). Idempotent; safe to run
+    from several processes at once.
 
     ``now`` is the end of the look-back window (default: the clock). Leases and claims are stamped
     with the later of ``now`` and the clock, so a caller passing the time its cycle started cannot make
@@ -153,9 +183,11 @@ def run_alerts(
     server_down: str | None = None
     for profile in profiles:
         recipients = recipients_for(profile, settings)
+        outcomes: Outcomes = {}
         if not recipients or server_down is not None:
             # Nothing can go out for this profile: count what waits, say why, take no lease.
-            count = sum(len(p.stories) for p in select_pending(settings, es, profile, recipients, now=now))
+            seen = survey(settings, es, profile, recipients, now=now)
+            count = sum(len(p.stories) for p in seen.pending)
             if count:
                 run.stories_pending += count
                 reason = (
@@ -164,6 +196,9 @@ def run_alerts(
                     else "no recipients: set ALERT_TO or the profile's recipients"
                 )
                 _fail(run, profile.id, server_down or "", reason, pending=count)
+                for group in seen.pending:
+                    _all(outcomes, group, "mail_failed" if recipients else "no_recipients", detail=reason)
+            _decide(es, run, profile, recipients, seen, outcomes, stamp=stamp, alias=alias)
             continue
         lease = take_lease(es, alias, profile.id, now=stamp, ttl=claim_ttl(settings), owner=owner)
         if lease is None:
@@ -172,9 +207,11 @@ def run_alerts(
             continue
         try:
             drop_stale_claims(es, alias, profile.id, cutoff=stamp - claim_ttl(settings))
-            for group in select_pending(settings, es, profile, recipients, now=now):
+            seen = survey(settings, es, profile, recipients, now=now)
+            for group in seen.pending:
                 if server_down is not None:
                     run.stories_pending += len(group.stories)
+                    _all(outcomes, group, "mail_failed", detail=f"not tried: {server_down} could not be reached")
                     continue
                 # Renewed before each digest: a run slowed past the lease's life finds out, and stops.
                 renewed = renew_lease(es, alias, lease, now=max(stamp, datetime.now(UTC)), owner=owner)
@@ -183,11 +220,45 @@ def run_alerts(
                     _fail(run, profile.id, "", "lease lost to another run (this one was too slow): stopped")
                     break
                 lease = renewed
-                server_down = _send_group(settings, es, group, run, now=stamp, owner=owner)
+                server_down = _send_group(settings, es, group, run, outcomes, now=stamp, owner=owner)
+            _decide(es, run, profile, recipients, seen, outcomes, stamp=stamp, alias=alias)
         finally:
             release_lease(es, alias, lease)
-    _log.info("alerts.summary", **{k: v for k, v in run.to_dict().items() if k != "messages"})
+    if surges:
+        from pipeline.alerts.surge import run_surges  # the surge module builds on this one
+
+        found = run_surges(settings, es, profiles, now=now)
+        run.surges_sent, run.surges = found.sent, found.surges
+        run.failures.extend(found.failures)
+    _log.info("alerts.summary", **{k: v for k, v in run.to_dict().items() if k not in ("messages", "surges")})
     return run
+
+
+def _all(outcomes: Outcomes, group: Pending, reason: Reason, *, detail: str, stories: Sequence[Story] = ()) -> None:
+    for story in stories or group.stories:
+        outcomes.setdefault(story.cluster_id, []).append(Outcome(reason, group.recipients, detail=detail))
+
+
+def _decide(
+    es: Elasticsearch,
+    run: AlertRun,
+    profile: Profile,
+    recipients: Sequence[str],
+    seen: Survey,
+    outcomes: Outcomes,
+    *,
+    stamp: datetime,
+    alias: str,
+) -> None:
+    """Record the decision about every article the profile tagged (see pipeline/alerts/decisions.py)."""
+    decided: list[Decision] = decide(
+        profile, recipients, tagged=seen.tagged, stories=seen.stories, records=seen.records, outcomes=outcomes
+    )
+    # Pending decisions about articles that have left the window since: outside_lookback.
+    age_out(es, alias, profile.id, since=seen.since, keep={d.article_id for d in decided}, now=stamp)
+    record_decisions(es, alias, decided, now=stamp, recipients=recipients)
+    for decision in decided:
+        run.decisions[decision.reason] = run.decisions.get(decision.reason, 0) + 1
 
 
 def recipients_for(profile: Profile, settings: Settings) -> tuple[str, ...]:
@@ -208,27 +279,51 @@ def select_pending(
     Raises:
         IndexingError: the index cannot be read.
     """
+    return list(survey(settings, es, profile, recipients, now=now).pending)
+
+
+def survey(
+    settings: Settings, es: Elasticsearch, profile: Profile, recipients: Sequence[str], *, now: datetime
+) -> Survey:
+    """:func:`select_pending`'s digests, with what the decisions about the profile's tagged articles are
+    made of: one scan of the window, the stories' members by id, one look-up in the ledger. Read-only.
+
+    Raises:
+        IndexingError: the index cannot be read.
+    """
     alias = settings.es_index
     since = now - timedelta(hours=settings.alert_lookback_hours)
-    query = {
-        "bool": {
-            "filter": [
-                {"range": {"fetched_at": {"gte": iso(since)}}},
-                _passes(profile),
-            ]
-        }
-    }
+    # Tagged, or passing the alert threshold (the same thing unless tags and scores were written apart).
+    wanted = {"bool": {"should": [{"term": {"topics": profile.id}}, _passes(profile)], "minimum_should_match": 1}}
+    query = {"bool": {"filter": [{"range": {"fetched_at": {"gte": iso(since)}}}, wanted]}}
+    tagged: dict[str, Tagged] = {}
     first_indexed: dict[str, str] = {}
-    for hit in scan(es, alias, query, ["cluster_id", "fetched_at"]):
-        src = hit["_source"]
-        cluster = src.get("cluster_id") or hit["_id"]
-        fetched = src.get("fetched_at") or ""
+    for hit in scan(es, alias, query, ARTICLE_FIELDS):
+        article = {"_id": hit["_id"], **hit["_source"]}
+        tagged[hit["_id"]] = _tagged(article, profile)
+        if _match_of(article, profile) is None:
+            continue
+        cluster = article.get("cluster_id") or hit["_id"]
+        fetched = article.get("fetched_at") or ""
         if cluster not in first_indexed or fetched < first_indexed[cluster]:
             first_indexed[cluster] = fetched
-    if not first_indexed:
-        return []
-    stories = _stories(_members(es, alias, sorted(first_indexed)), profile)
-    covered = alerted_to(es, alias, profile.id, stories, live_after=now - claim_ttl(settings))
+    if not tagged:
+        return Survey(since=since)
+    members = _members(es, alias, sorted(first_indexed)) if first_indexed else {}
+    for articles in members.values():
+        for article in articles:
+            if _score(article, profile) is not None:  # a copy tagged too, indexed before the window perhaps
+                tagged.setdefault(article["_id"], _tagged(article, profile))
+    stories = _stories(members, profile)
+    records = covering_records(
+        es,
+        alias,
+        profile.id,
+        clusters=sorted(set(stories) | {t.cluster_id for t in tagged.values()}),
+        articles=sorted({a for s in stories.values() for a in s.article_ids} | set(tagged)),
+        live_after=now - claim_ttl(settings),
+    )
+    covered = covered_by(records, stories)
     groups: dict[tuple[str, ...], list[Story]] = {}
     for story in stories.values():
         done = covered.get(story.cluster_id, set())
@@ -237,14 +332,35 @@ def select_pending(
         if owed:
             groups.setdefault(owed, []).append(story)
     order = {c: (fetched, c) for c, fetched in first_indexed.items()}
-    return [
+    pending = tuple(
         Pending(
             profile=profile,
             recipients=tuple(r for r in owed if r),
             stories=tuple(sorted(group, key=lambda s: order.get(s.cluster_id, ("", s.cluster_id)))),
         )
         for owed, group in sorted(groups.items())
-    ]
+    )
+    return Survey(since=since, pending=pending, tagged=tagged, stories=stories, records=tuple(records))
+
+
+def _score(article: dict[str, Any], profile: Profile) -> float | None:
+    for match in article.get("topic_matches") or []:
+        if match.get("profile") == profile.id:
+            return float(match.get("score") or 0.0)
+    return None
+
+
+def _tagged(article: dict[str, Any], profile: Profile) -> Tagged:
+    return Tagged(
+        id=article["_id"],
+        cluster_id=article.get("cluster_id") or article["_id"],
+        score=_score(article, profile) or 0.0,
+        title=article.get("title") or "",
+        outlet=article.get("outlet") or "",
+        url=article.get("canonical_url") or article.get("url") or "",
+        published_at=article.get("published_at"),
+        fetched_at=article.get("fetched_at"),
+    )
 
 
 # --- selection helpers ------------------------------------------------------------------------------
@@ -339,12 +455,23 @@ def story_of(cluster_id: str, articles: Sequence[dict[str, Any]], profile: Profi
 
 
 def _send_group(
-    settings: Settings, es: Elasticsearch, group: Pending, run: AlertRun, *, now: datetime, owner: str
+    settings: Settings,
+    es: Elasticsearch,
+    group: Pending,
+    run: AlertRun,
+    outcomes: Outcomes,
+    *,
+    now: datetime,
+    owner: str,
 ) -> str | None:
-    """Claim, send and record one digest; returns the server when it could not be reached at all."""
+    """Claim, send and record one digest, and what became of each story in ``outcomes``; returns the
+    server when it could not be reached at all."""
     alias = settings.es_index
     chosen = group.stories[: settings.alert_max_stories]
     over = len(group.stories) - len(chosen)
+    if over:
+        cap = f"{over} stories over ALERT_MAX_STORIES ({settings.alert_max_stories}) in the digest of {iso(now)}"
+        _all(outcomes, group, "held_by_cap", detail=cap, stories=group.stories[len(chosen) :])
     held, unclaimed = claim_stories(es, alias, group.profile.id, group.recipients, chosen, now=now, owner=owner)
     run.stories_pending += over + unclaimed
     if not held:
@@ -370,9 +497,17 @@ def _send_group(
         delete_claims(es, alias, claim_ids)
         run.stories_pending += len(held)
         _fail(run, group.profile.id, err.url, str(err), pending=len(held) + over)
+        _all(outcomes, group, "mail_failed", detail=str(err), stories=[story for _, story in held])
         return (err.url or "the mail server") if isinstance(err, MailServerUnreachable) else None
     accepted_at = max(now, datetime.now(UTC))
     mark_sent(es, alias, claim_ids, message_id=message_id, accepted=delivery.accepted, now=accepted_at)
+    for _, story in held:
+        sent = Outcome("alerted", delivery.accepted, message_id=message_id, alerted_at=iso(accepted_at))
+        outcomes.setdefault(story.cluster_id, []).append(sent)
+        if delivery.refused:
+            answers = "; ".join(f"{address}: {answer}" for address, answer in delivery.refused.items())
+            bounced = Outcome("mail_failed", tuple(delivery.refused), detail=f"recipients refused: {answers}")
+            outcomes[story.cluster_id].append(bounced)
     run.digests_sent += 1
     run.stories_sent += len(held)
     run.messages.append(

@@ -1,5 +1,6 @@
 """What every command of ``python -m pipeline`` shares: the consoles, the common options, settings from
-the environment and flags, the one-line failure, the progress bar, the index opener."""
+the environment and flags (and, for the commands that only read, finding the demo's data), the one-line
+failure, the progress bar, the index opener."""
 
 from __future__ import annotations
 
@@ -13,6 +14,10 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+# Typer (pinned in requirements.lock) runs commands on its own copy of click: the running command's
+# context is there, not in the click package.
+from typer._click.globals import get_current_context
 
 from pipeline.run import Progress as ProgressCallback
 from pipeline.settings import Settings
@@ -28,9 +33,65 @@ IndexOpt = Annotated[str | None, typer.Option("--es-index", help="Alias to searc
 DataOpt = Annotated[Path | None, typer.Option("--data-dir", help="Local state directory [env DATA_DIR].")]
 
 
+# The commands that only read the index. Right after `demo` (whose data stays in DATA_DIR/demo) they
+# find its index by themselves; with nothing to read they say what to run instead of starting an empty
+# server. Matched on the command's words, so every such command gets it through `settings_from`.
+READ_COMMANDS = frozenset(
+    {
+        ("search",),
+        ("related",),
+        ("profile", "explain"),
+        ("compare", "story"),
+        ("compare", "topic"),
+        ("alerts", "list"),
+        ("alerts", "why"),
+    }
+)
+DEMO_INDEX = "news-articles"  # the alias `demo` writes, whatever ES_INDEX says
+
+
 def settings_from(**overrides: Any) -> Settings:
-    """The environment's settings with the command's flags (None: not given) on top."""
-    return Settings.from_env(os.environ, **overrides)
+    """The environment's settings with the command's flags (None: not given) on top; for a command that
+    only reads, pointed at the demo's data when that is the only index there is (:func:`data_to_read`)."""
+    settings = Settings.from_env(os.environ, **overrides)
+    return data_to_read(settings) if _command() in READ_COMMANDS else settings
+
+
+def _command() -> tuple[str, ...]:
+    """The words of the command running now (``("alerts", "why")``); empty outside a command."""
+    context = get_current_context(silent=True)
+    words: list[str] = []
+    while context is not None and context.parent is not None:
+        words.append(context.info_name or "")
+        context = context.parent
+    return tuple(reversed(words))
+
+
+def holds_index(data_dir: Path) -> bool:
+    """Whether the embedded server has data in ``data_dir`` (``DATA_DIR/es/data``, see
+    ``pipeline.store.embedded``): saved files, or a server running on it now."""
+    data = data_dir / "es" / "data"
+    return (data / "elasticsearch.json").is_file() or (data / "noida.control.json").is_file()
+
+
+def data_to_read(settings: Settings) -> Settings:
+    """Where a read command finds the index: ``ES_URL``, else the embedded server's data in ``DATA_DIR``;
+    when that holds none but ``DATA_DIR/demo`` does (the demo ran), the demo's, said on stderr in one
+    line. With no data anywhere, exits 1 saying exactly what to run."""
+    if settings.es_url or holds_index(settings.data_dir):
+        return settings
+    demo = settings.data_dir / "demo"
+    if holds_index(demo) and settings.es_index == DEMO_INDEX:
+        err.print(
+            f"reading the demo's index in {demo} (nothing indexed in {settings.data_dir} yet; "
+            "DATA_DIR or ES_URL choose another)",
+            highlight=False,
+        )
+        return settings.with_(data_dir=demo)
+    fail(
+        f"nothing indexed in {settings.data_dir} yet: run `python -m pipeline run` (polls {settings.feeds_file}) "
+        "or `python -m pipeline demo` (the bundled sample), or set ES_URL to read a cluster"
+    )
 
 
 def fail(message: str) -> NoReturn:

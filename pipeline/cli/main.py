@@ -21,27 +21,30 @@ from rich.markup import escape
 from rich.table import Table
 
 from pipeline import log
+from pipeline.analysis.search import search as search_index
 from pipeline.analysis.story import related
 from pipeline.cli import alerts, compare, feeds, profile, setup
 from pipeline.cli.common import (
+    DEMO_INDEX,
     DataOpt,
     EsUrlOpt,
     IndexOpt,
     JsonOpt,
     err,
     fail,
+    holds_index,
     load_profiles_checked,
     open_index,
     out,
     progress_bar,
     settings_from,
 )
+from pipeline.cli.search import print_result, search_cmd
 from pipeline.errors import ConfigError, IndexingError, PipelineError
 from pipeline.ingest.feeds import enabled_feeds, load_feeds
 from pipeline.records import FeedConfig
 from pipeline.run import RunSummary, run_cycle
 from pipeline.settings import DATA_DIR_FEEDS, DEMO_DIR, Settings
-from pipeline.store import index
 from pipeline.store.embedded import stop_recorded, usable_dir
 from pipeline.store.locks import held
 from pipeline.stories.cluster import prepare_index
@@ -53,8 +56,10 @@ app.add_typer(alerts.app, name="alerts")
 app.add_typer(compare.app, name="compare")
 app.add_typer(setup.app, name="setup")
 app.add_typer(feeds.app, name="feeds")
+app.command("search")(search_cmd)
 
-SEED_QUERY = "سليماني موسكو روسيا إيران الأسد"
+# The seed topic in the search language: either backer, with Assad (OR binds closer than the words).
+SEED_QUERY = "(روسيا OR إيران OR سليماني) الأسد"
 DEMO_TIMEOUTS: dict[str, float] = {"connect_timeout": 2.0, "read_timeout": 2.0, "total_timeout": 15.0}
 
 
@@ -113,6 +118,9 @@ def print_summary(summary: RunSummary, *, as_json: bool) -> None:
         ("operator alerts sent / pending", _ops(summary)),
         ("time", f"{summary.seconds:.1f}s"),
     ]
+    if summary.stage_seconds:
+        # "cluster+index" is what the run waited for after the last page; "overlapped", what ran meanwhile.
+        rows.append(("time by stage", ", ".join(f"{k} {v:.1f}s" for k, v in summary.stage_seconds.items())))
     for name, value in rows:
         t.add_row(name, str(value))
     out.print(t)
@@ -218,7 +226,7 @@ def _demo(base: Settings, demo_dir: Path, *, as_json: bool) -> None:
             data_dir=demo_dir,
             feeds_file=demo_dir / DATA_DIR_FEEDS,
             allow_private_hosts=True,
-            es_index="news-articles",
+            es_index=DEMO_INDEX,
             smtp_url=None,
             alert_to=base.alert_to or DEMO_ALERT_TO,
             alert_from=base.alert_from or DEMO_ALERT_FROM,
@@ -239,91 +247,40 @@ def _demo(base: Settings, demo_dir: Path, *, as_json: bool) -> None:
             feeds = [FeedConfig(**f) for f in listed]
             with progress_bar(not as_json) as update, open_index(settings) as es:
                 summary = run_cycle(settings, es, feeds, progress=update)
-                hits = index.search_articles(es, settings.es_index, SEED_QUERY, size=5)
+                found = search_index(es, settings.es_index, SEED_QUERY, size=5, cluster=True)
     except PipelineError as e:
         fail(str(e))
     if as_json:
         print(
             json.dumps(
-                {"summary": summary.to_dict(), "search": {"query": SEED_QUERY, **_hits_json(hits)}},
+                {"summary": summary.to_dict(), "search": found.to_dict()},
                 ensure_ascii=False,
                 indent=2,
             )
         )
         return
     print_summary(summary, as_json=False)
-    out.print(f"\n[bold]Search for the seed topic:[/bold] {SEED_QUERY}")
-    _print_hits(hits)
+    out.print("\n[bold]Search for the seed topic:[/bold]", highlight=False)
+    print_result(found)
     for path in sorted((demo_dir / "outbox").glob("*.eml")):
         subject = str(BytesParser(policy=default).parsebytes(path.read_bytes())["Subject"] or "")
         what = "Operator alert" if subject.startswith("[feed health]") else "Alert digest"
         out.print(f"\n[bold]{what}[/bold] (open it in any mail client): {path}", highlight=False)
         out.print(escape(f"  {subject}"), highlight=False)
+    # The read commands find the demo's index by themselves while DATA_DIR holds none of its own.
+    prefix = "" if not holds_index(base.data_dir) else f"DATA_DIR={demo_dir} "
+    if base.es_index != DEMO_INDEX:
+        prefix = f"ES_INDEX={DEMO_INDEX} DATA_DIR={demo_dir} "
+    if base.es_url:
+        prefix = f"ES_URL= {prefix or f'DATA_DIR={demo_dir} '}"
+    # The feed list follows DATA_DIR (the demo keeps its own there): name it.
+    feeds_prefix = f"{'ES_URL= ' if base.es_url else ''}DATA_DIR={demo_dir} "
     out.print(
         f"\nThe demo index stays in {demo_dir}. Search it again, and see its feeds' health, with:\n"
-        f"  DATA_DIR={demo_dir} python -m pipeline search 'حزب الله'\n"
-        f"  DATA_DIR={demo_dir} python -m pipeline feeds"
+        f"  {prefix}python -m pipeline search '\"حزب الله\" OR سليماني' --cluster\n"
+        f"  {feeds_prefix}python -m pipeline feeds",
+        highlight=False,
     )
-
-
-def _hits_json(resp: dict[str, Any]) -> dict[str, Any]:
-    hits = resp["hits"]["hits"]
-    return {
-        "total": resp["hits"]["total"]["value"],
-        "hits": [
-            {"id": h["_id"], "score": h.get("_score"), **h["_source"], "highlight": h.get("highlight", {})}
-            for h in hits
-        ],
-    }
-
-
-def _marked(fragment: str) -> str:
-    """Highlight tags from the index as terminal styling; everything else printed literally."""
-    parts = escape(fragment).split("<mark>")
-    return parts[0] + "".join("[reverse]" + p.replace("</mark>", "[/reverse]", 1) for p in parts[1:])
-
-
-def _print_hits(resp: dict[str, Any]) -> None:
-    data = _hits_json(resp)
-    out.print(f"{data['total']} matching articles")
-    for n, hit in enumerate(data["hits"], start=1):
-        title = (hit["highlight"].get("title") or [escape(hit.get("title", ""))])[0]
-        out.print(f"\n[bold]{n}. {_marked(title)}[/bold]", highlight=False)
-        out.print(
-            escape(f"   {hit.get('outlet', '')} · {hit.get('published_at', '')} · id {hit['id']}"), highlight=False
-        )
-        for fragment in hit["highlight"].get("body", [])[:2]:
-            out.print(f"   … {_marked(fragment)} …", highlight=False)
-        out.print(escape(f"   {hit.get('canonical_url') or hit.get('url', '')}"), highlight=False)
-
-
-@app.command()
-def search(
-    query: Annotated[str, typer.Argument(help="Arabic full-text query.")],
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=500)] = 10,
-    sort: Annotated[str, typer.Option("--sort", help="best or newest")] = "best",
-    outlet: Annotated[str | None, typer.Option("--outlet", help="Only this outlet.")] = None,
-    es_url: EsUrlOpt = None,
-    es_index: IndexOpt = None,
-    data_dir: DataOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Search the indexed articles (Arabic analyzer: hamza forms, clitics and stems match)."""
-    if sort not in ("best", "newest"):
-        raise typer.BadParameter("--sort must be best or newest")
-    log.configure(json=as_json or None)
-    try:
-        settings = settings_from(es_url=es_url, es_index=es_index, data_dir=data_dir)
-        with open_index(settings) as es:
-            if not es.indices.exists_alias(name=settings.es_index):
-                fail(f"no index {settings.es_index!r} yet: run `python -m pipeline run` (or `demo`) first")
-            resp = index.search_articles(es, settings.es_index, query, size=limit, sort=sort, outlet=outlet)
-    except (ConfigError, IndexingError) as e:
-        fail(str(e))
-    if as_json:
-        print(json.dumps(_hits_json(resp), ensure_ascii=False, indent=2))
-    else:
-        _print_hits(resp)
 
 
 @app.command("related")

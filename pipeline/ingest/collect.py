@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from elasticsearch import Elasticsearch
 
@@ -96,6 +96,7 @@ class RunSummary:
     ops_alert_failures: list[dict[str, str]] = field(default_factory=list)
     failures: list[dict[str, str]] = field(default_factory=list)  # first 50 page failures, for the report
     stage_seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage
+    process_batches: int = 0  # batches clustered and indexed (the command line overlaps them with extraction)
 
     def note_failure(self, *, feed: str, url: str, reason: str) -> None:
         """Keep a per-item failure for the report (the first 50; every one is logged)."""
@@ -125,6 +126,28 @@ class Collected:
     attempts: dict[str, int]  # item id → earlier failed attempts
     outcomes: list[Outcome]  # final outcomes known already: language rejections and failures
     states: list[FeedState]  # each feed's state after this poll, written once the batch is safe
+    handed: frozenset[str] = frozenset()  # ids of the ``articles`` handed to ``collect``'s sink already
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Articles handed on while later pages are still being extracted (``collect``'s ``sink``), with
+    what ``process`` needs to know of them."""
+
+    articles: list[Article]
+    rank: dict[str, int]
+    updated: dict[str, str | None]
+    attempts: dict[str, int]
+
+
+class Sink(Protocol):
+    """Where ``collect`` hands on articles while later pages are still being extracted."""
+
+    def wants(self, count: int) -> bool:
+        """Whether a batch of ``count`` articles should be handed on now (else they wait for more)."""
+
+    def __call__(self, batch: Batch) -> None:
+        """Take a batch; may block, which pauses the stream (back-pressure)."""
 
 
 def select_new(
@@ -169,6 +192,7 @@ def collect(
     progress: Progress | None = None,
     now: datetime | None = None,
     due_only: bool = False,
+    sink: Sink | None = None,
 ) -> Collected:
     """Poll ``feeds`` (with ``due_only``, only those whose ``next_poll_at`` has come: see
     ``health.due``), download their new items and extract the articles, tagged against ``profiles``.
@@ -177,6 +201,12 @@ def collect(
 
     ``feed_order`` gives every feed's position in the whole feed list when ``feeds`` is one batch of it
     (Airflow maps batches over tasks), so that an article listed by two feeds is credited alike.
+
+    ``sink``, when given, receives articles in batches while later pages are still being extracted (the
+    command line clusters and indexes them meanwhile), as large as it ``wants``. An article is handed on
+    only once no feed listed before its own is still being polled (such a feed may list its URL too, and
+    would be credited with it). ``Collected.handed`` names the articles handed on; the caller processes
+    the others.
 
     Raises:
         IndexingError: the index cannot be read.
@@ -222,6 +252,8 @@ def collect(
     polled: dict[str, PollResult] = {}
     articles: list[Article] = []
     outcomes: list[Outcome] = []
+    waiting: list[Article] = []  # extracted, not handed to the sink yet
+    handed: set[str] = set()
     try:
         events = stream.stream(
             settings, fetcher, due, states, now=now, admit=admit, progress=progress, profiles=profiles
@@ -238,6 +270,16 @@ def collect(
             if isinstance(result, Article):
                 summary.feed_fallbacks += result.body_source == "feed"
                 articles.append(result)
+                if sink is not None:
+                    waiting.append(result)
+                    if sink.wants(len(waiting)):
+                        # Credits are settled up to the first feed still being polled.
+                        first = min((order.get(f.id, len(order)) for f in feeds if f.id not in polled), default=None)
+                        ready = [a for a in waiting if first is None or claimed[a.canonical_url][0] < first]
+                        if ready and sink.wants(len(ready)):
+                            sink(_batch(ready, claimed, rank, fresh, attempts))
+                            handed.update(a.id for a in ready)
+                            waiting = [a for a in waiting if a.id not in handed]
                 if fetch_error:  # indexed from the feed's text, but the page's failure is still news
                     summary.note_failure(
                         feed=item.feed_id, url=item.url, reason=f"{fetch_error}; the feed's own text stood in"
@@ -271,6 +313,24 @@ def collect(
         attempts=attempts,
         outcomes=outcomes,
         states=[r.state for r in ordered_polls],
+        handed=frozenset(handed),
+    )
+
+
+def _batch(
+    articles: Sequence[Article],
+    claimed: Mapping[str, tuple[int, str, str]],
+    rank: Mapping[str, int],
+    fresh: Sequence[FeedItem],
+    attempts: Mapping[str, int],
+) -> Batch:
+    by_id = {item.id: item for item in fresh}
+    credited = [_credit(a, claimed[a.canonical_url]) for a in articles]
+    return Batch(
+        articles=credited,
+        rank={a.id: rank[a.id] for a in credited if a.id in rank},
+        updated={a.id: iso(by_id[a.id].updated_at) if a.id in by_id else None for a in credited},
+        attempts={a.id: attempts[a.id] for a in credited if a.id in attempts},
     )
 
 

@@ -2,6 +2,14 @@
 
 ``process_page`` is what the extraction workers run: decode → extract (the feed's own text as fallback)
 → language check → hashes. It takes and returns picklable records, so it runs in a process pool.
+
+Extraction is trafilatura's main pass first, without its fallback extractors (readability, jusText)
+and without its recall escalation, which together cost four times as much as the main pass on a news
+page and are there for the pages the main pass handles badly. Where the main pass's result shows one
+of the signs that make trafilatura's own comparison prefer a fallback (``confident``: too short, no
+paragraphs, tables over paragraphs, page furniture inside the body), the page goes through
+trafilatura's full default path, fallbacks and escalation included. ``EXTRACT_FALLBACK=always`` sends
+every page through the full path.
 """
 
 from __future__ import annotations
@@ -15,8 +23,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import trafilatura
+import trafilatura.core as trafilatura_core
 from htmldate import find_date
 from lxml.html import HtmlElement
+from trafilatura.external import SANITIZED_XPATH
 from trafilatura.settings import use_config
 from trafilatura.utils import load_html
 
@@ -112,10 +122,66 @@ def _first(tree: HtmlElement, xpaths: tuple[str, ...]) -> str:
     return ""
 
 
+# trafilatura's recall escalation (stage 4 of ``trafilatura.core.trafilatura_sequence``) extracts the
+# page's whole text, then extracts again in recall mode, whenever the result is under 3,000 chars and
+# under a fifth of the page's text: on a news page with a menu, teasers and comments that is nearly
+# every article, and it costs as much as the main pass itself. The fast pass runs without it; measured
+# with bench/bench_extraction_quality.py, no page class loses F1 or leaks more for it. The full path
+# keeps it. trafilatura reads the threshold from its module at each call: zero turns the stage off, and
+# a lock keeps another extracting thread from seeing it zeroed.
+_ESCALATION = threading.Lock()
+
+
+@contextmanager
+def _escalation(*, enabled: bool) -> Iterator[None]:
+    with _ESCALATION:
+        saved = getattr(trafilatura_core, "ESCALATION_MAX_LENGTH", None)
+        if enabled or saved is None:
+            yield
+            return
+        trafilatura_core.ESCALATION_MAX_LENGTH = 0
+        try:
+            yield
+        finally:
+            trafilatura_core.ESCALATION_MAX_LENGTH = saved
+
+
+# The main pass alone is kept when its text is at least this long (shorter texts are where trafilatura's
+# fallbacks most often find more: briefs, pages whose body the main pass missed) ...
+CONFIDENT_CHARS = 400
+# ... in at least this many paragraphs.
+CONFIDENT_PARAGRAPHS = 2
+
+
+def confident(body: Any, text: str) -> bool:
+    """Whether the main pass's result (``body``, the extracted element, and its ``text``) can stand
+    without trafilatura's fallback extractors: long enough, in paragraphs, not table-dominated, and free
+    of the page furniture (nav, aside, figure, footer, time ...) whose presence makes trafilatura's
+    comparison try jusText. Each test mirrors a trigger of ``trafilatura.external.compare_extraction``;
+    what cannot be known without running a fallback (readability finding twice as much) is bounded by
+    the length and paragraph tests, and measured per page class by ``bench/bench_extraction_quality.py``."""
+    if body is None or len(text) < CONFIDENT_CHARS:
+        return False
+    paragraphs = sum(1 for p in body.iter("p") if "".join(p.itertext()).strip())
+    if paragraphs < CONFIDENT_PARAGRAPHS or len(body.findall(".//table")) > paragraphs:
+        return False
+    return not body.xpath(SANITIZED_XPATH)
+
+
 def extract_body(
-    html: str, *, url: str, want_title: bool = True, want_author: bool = True, want_date: bool = True
+    html: str,
+    *,
+    url: str,
+    want_title: bool = True,
+    want_author: bool = True,
+    want_date: bool = True,
+    fallback: str = "auto",
 ) -> dict[str, Any]:
-    """Main text of a page, and the metadata asked for: {text, title, author, date} (values may be empty)."""
+    """Main text of a page, and the metadata asked for: {text, title, author, date, path} (values may be
+    empty; ``path`` says which extraction stood: ``fast``, the main pass alone, or ``full``).
+
+    ``fallback``: ``auto`` runs the fallback extractors only where the main pass is not ``confident``;
+    ``always`` runs trafilatura's full default path on every page."""
     tree = load_html(html)
     if tree is None:
         return {}
@@ -125,12 +191,27 @@ def extract_body(
         # htmldate reads meta tags, JSON-LD, <time> and URL patterns; it runs before trafilatura prunes the tree.
         "date": find_date(tree, url=url, **_DATE_PARAMS) if want_date else None,
     }
-    doc = trafilatura.bare_extraction(
-        tree, url=url, include_comments=False, include_tables=True, with_metadata=False, config=_CONFIG
-    )
-    text = doc.get("text") if isinstance(doc, dict) else doc.text if doc is not None else None
-    meta["text"] = text or ""
+    # One parse serves the metadata, the date and both passes (trafilatura works on its own copy).
+    options: dict[str, Any] = {"url": url, "include_comments": False, "include_tables": True, "config": _CONFIG}
+    path = "full"
+    doc = None
+    if fallback != "always":
+        with _escalation(enabled=False):
+            doc = trafilatura.bare_extraction(tree, fast=True, **options)
+        path = "fast"
+        if doc is None or not confident(getattr(doc, "body", None), _text(doc)):
+            doc, path = None, "full"
+    if doc is None:
+        with _escalation(enabled=True):
+            doc = trafilatura.bare_extraction(tree, **options)
+    meta["text"] = _text(doc)
+    meta["path"] = path
     return meta
+
+
+def _text(doc: Any) -> str:
+    text = doc.get("text") if isinstance(doc, dict) else doc.text if doc is not None else None
+    return text or ""
 
 
 def build_article(
@@ -144,6 +225,7 @@ def build_article(
     prefix_chars: int = 2000,
     no_page_reason: str = "page not downloaded",
     profiles: Sequence[Profile] = (),
+    fallback: str = "auto",
 ) -> Article:
     """Make the article record for a feed item from its page (``html``), or from the feed's own text
     when the page gave nothing usable (``html`` None: the page could not be downloaded).
@@ -160,6 +242,7 @@ def build_article(
             want_title=not item.title,
             want_author=not item.author,
             want_date=item.published_at is None,
+            fallback=fallback,
         )
     body = (meta.get("text") or "").strip()
     source = "page"
@@ -252,6 +335,7 @@ def process_page(
     prefix_chars: int,
     timeout: float = 30.0,
     profiles: Sequence[Profile] = (),
+    fallback: str = "auto",
 ) -> Article | PipelineError:
     """Worker entry point: never raises a PipelineError, returns it (exceptions cross processes badly)."""
     try:
@@ -268,6 +352,7 @@ def process_page(
                 prefix_chars=prefix_chars,
                 no_page_reason=not_html or "page not downloaded",
                 profiles=profiles,
+                fallback=fallback,
             )
     except PipelineError as err:
         return err
@@ -287,6 +372,7 @@ def process_pages(
     prefix_chars: int,
     timeout: float = 30.0,
     profiles: Sequence[Profile] = (),
+    fallback: str = "auto",
 ) -> list[Article | PipelineError]:
     """``process_page`` over a small batch: one round trip to a worker process for several pages."""
-    return [process_page(*job, languages, min_chars, prefix_chars, timeout, profiles) for job in jobs]
+    return [process_page(*job, languages, min_chars, prefix_chars, timeout, profiles, fallback) for job in jobs]

@@ -165,6 +165,7 @@ def stream(
         settings.lang_prefix_chars,
         settings.extract_timeout,
         tuple(profiles),
+        settings.extract_fallback,
     )
     max_downloads = settings.fetch_workers * 2
     max_batches = workers.count * 3

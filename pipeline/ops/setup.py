@@ -22,7 +22,7 @@ import httpx
 from elasticsearch import Elasticsearch
 
 from pipeline import log
-from pipeline.errors import ConfigError, PipelineError
+from pipeline.errors import ConfigError, KibanaError
 from pipeline.settings import Settings
 from pipeline.store import index
 from pipeline.store.es import translated
@@ -33,10 +33,6 @@ KIBANA_OBJECTS = index.SCHEMAS / "kibana"
 DEFAULT_ALIAS = "news-articles"
 PIPELINE_ROLE = "news_pipeline"
 _log = log.get(__name__)
-
-
-class KibanaError(PipelineError):
-    """Kibana could not be reached, refused the credentials, or rejected saved objects."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,9 @@
-"""Elasticsearch at the edge: connection, index set-up, state indices, bulk writes, search.
+"""Elasticsearch at the edge: connection, index set-up, state indices, bulk writes.
 
 The articles live in a backing index ``<alias>-000001`` behind the alias ``ES_INDEX`` that analysts and
 Kibana search; a template from ``schemas/`` fixes their mapping. Feed state and the seen-URL ledger live
-in ``<alias>-feeds`` and ``<alias>-seen``, so several workers (Airflow, or two runs) agree.
+in ``<alias>-feeds`` and ``<alias>-seen``, so several workers (Airflow, or two runs) agree. What analysts
+type is turned into queries in :mod:`pipeline.analysis.search`, not here.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from elasticsearch import ApiError, Elasticsearch, NotFoundError
 
 from pipeline import log
+from pipeline.arabic.normalize import normalize_text
 from pipeline.errors import IndexingError
 from pipeline.records import Article, FeedState
 from pipeline.settings import PROJECT_ROOT
@@ -130,51 +132,33 @@ def load_feed_states(es: Elasticsearch, alias: str, feed_ids: Sequence[str]) -> 
     return {fid: FeedState(**{k: v for k, v in src.items() if k in known}) for fid, src in found.items()}
 
 
+# The exact, normalised copies of the text fields (schemas/index-template.json): quoted phrases are
+# matched on them word for word, with spelling variants folded the way the whole pipeline folds them.
+NORMALISED = {"title": "title_norm", "summary": "summary_norm", "body": "body_norm"}
+
+
+def normalised_fields(*, title: str, summary: str, body: str) -> dict[str, str]:
+    """``title_norm``, ``summary_norm``, ``body_norm``: the text through ``normalize_text``. Computed here,
+    when the document is written, so the landing area and the extraction workers never carry them."""
+    return {
+        "title_norm": normalize_text(title),
+        "summary_norm": normalize_text(summary),
+        "body_norm": normalize_text(body),
+    }
+
+
 def article_actions(alias: str, articles: Iterable[Article]) -> Iterator[dict[str, Any]]:
     for article in articles:
+        doc = article.to_doc()
+        doc.update(normalised_fields(title=article.title, summary=article.summary, body=article.body))
         # "index" with a deterministic _id: a re-run overwrites, never duplicates.
-        yield {"_op_type": "index", "_index": alias, "_id": article.id, "_source": article.to_doc()}
+        yield {"_op_type": "index", "_index": alias, "_id": article.id, "_source": doc}
 
 
 def feed_state_actions(alias: str, states: Iterable[FeedState]) -> Iterator[dict[str, Any]]:
     index = Names(alias).feeds
     for state in states:
         yield {"_op_type": "index", "_index": index, "_id": state.feed_id, "_source": state.to_doc()}
-
-
-def search_articles(
-    es: Elasticsearch,
-    alias: str,
-    query: str,
-    *,
-    size: int = 10,
-    sort: str = "best",
-    outlet: str | None = None,
-) -> dict[str, Any]:
-    """Arabic full-text search over title, summary and body, with highlighted fragments."""
-    must: dict[str, Any] = {
-        "multi_match": {
-            "query": query,
-            "fields": ["title^3", "summary^1.5", "body", "title.exact^2", "body.exact^0.5"],
-            "type": "best_fields",
-        }
-    }
-    filters: list[dict[str, Any]] = [{"term": {"outlet": outlet}}] if outlet else []
-    body: dict[str, Any] = {
-        "query": {"bool": {"must": [must], "filter": filters}},
-        "size": size,
-        "_source": ["title", "outlet", "url", "canonical_url", "published_at", "cluster_id", "topics", "language"],
-        "highlight": {
-            "fields": {"title": {"number_of_fragments": 0}, "body": {"fragment_size": 160, "number_of_fragments": 2}},
-            # Not « »: Arabic text uses those as quotation marks.
-            "pre_tags": ["<mark>"],
-            "post_tags": ["</mark>"],
-        },
-    }
-    if sort == "newest":
-        body["sort"] = [{"published_at": {"order": "desc"}}, "_score"]
-    with translated(f"searching {alias}", url=alias):
-        return dict(es.search(index=alias, **body))
 
 
 def get_article(es: Elasticsearch, alias: str, article_id: str, fields: list[str]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 from elasticsearch import Elasticsearch
 
 from pipeline import log
@@ -24,7 +25,6 @@ from pipeline.stories.fingerprint import (
     Fingerprint,
     Node,
     assign,
-    estimated_similarity,
     fingerprint,
     merge,
     shingles,
@@ -47,33 +47,56 @@ class Clustered:
     # Candidates whose article was not indexed yet (another worker between filing and indexing it) →
     # the new articles to compare them with once ours are indexed.
     pending: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    grams: Mapping[str, frozenset[str]] = field(default_factory=dict)  # article id → its shingles (made once)
 
 
-def _print(article: Article) -> Fingerprint:
-    return Fingerprint((), article.minhash or fingerprint(article.body).signature)
+def _values(signature: str) -> np.ndarray:
+    return Fingerprint((), signature).values()
+
+
+def _agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """The share of MinHash values two signatures have in common (``estimated_similarity`` on decoded ones)."""
+    return int(np.count_nonzero(a == b)) / max(len(a), 1)
 
 
 class _Checker:
-    """The exact check of a new article against an indexed one, after a cheap look at their signatures."""
+    """The exact check of a new article against an indexed one, after a cheap look at their signatures.
+    Shingles and decoded signatures are made once per article (``grams`` gives those made already): a
+    batch compares each article with many candidates."""
 
-    def __init__(self, articles: Sequence[Article], *, threshold: float, window_days: int) -> None:
+    def __init__(
+        self,
+        articles: Sequence[Article],
+        *,
+        threshold: float,
+        window_days: int,
+        grams: Mapping[str, frozenset[str]] | None = None,
+    ) -> None:
+        known = grams or {}
         self.by_id = {a.id: a for a in articles}
-        self.grams = {a.id: shingles(a.body) for a in articles}
-        self.prints = {a.id: _print(a) for a in articles}
+        self.grams = {a.id: known[a.id] if a.id in known else shingles(a.body) for a in articles}
+        self._sigs: dict[str, np.ndarray] = {}
         self.threshold = threshold
         self.window = window_days * 86400
+
+    def signature(self, article_id: str) -> np.ndarray:
+        """The article's decoded MinHash signature (decoded when first compared: most articles are not)."""
+        if article_id not in self._sigs:
+            article = self.by_id[article_id]
+            self._sigs[article_id] = _values(article.minhash or fingerprint(article.body).signature)
+        return self._sigs[article_id]
 
     def in_window(self, article_id: str, epoch: float) -> bool:
         return abs(self.by_id[article_id].published_at.timestamp() - epoch) <= self.window
 
-    def close(self, article_id: str, doc: Mapping[str, Any]) -> bool:
+    def close(self, article_id: str, doc: Mapping[str, Any], signature: np.ndarray | None = None) -> bool:
+        """``signature``: the doc's decoded ``minhash``, when the caller decoded it once for many articles."""
         if not doc.get("minhash") or not doc.get("published_at"):
             return False
         if not self.in_window(article_id, parse_iso(doc["published_at"]).timestamp()):
             return False
-        return estimated_similarity(self.prints[article_id], Fingerprint((), doc["minhash"])) >= (
-            self.threshold - ESTIMATE_MARGIN
-        )
+        theirs = signature if signature is not None else _values(doc["minhash"])
+        return _agreement(self.signature(article_id), theirs) >= self.threshold - ESTIMATE_MARGIN
 
     def same_story(self, article_id: str, other: frozenset[str]) -> bool:
         return similarity(self.grams[article_id], other) >= self.threshold
@@ -84,17 +107,51 @@ class Evidence:
     """What the index holds about a batch's candidates, read by id before anything is decided."""
 
     docs: Mapping[str, Mapping[str, Any]]  # candidate id → its cluster_id, minhash, published_at
-    bodies: Mapping[str, str]  # candidate id → body, for candidates whose signature looks close
+    bodies: Mapping[str, str]  # candidate id → body, for the candidates worth an exact check
     previous: Mapping[str, str]  # batch article id → the cluster it had (an article taken again)
     heads: Mapping[str, datetime]  # cluster id → its head's publication time
+    grams: Mapping[str, frozenset[str]] = field(default_factory=dict)  # candidate id → shingles made already
 
 
 def read_evidence(es: Elasticsearch, alias: str, check: _Checker, candidates: Mapping[str, set[str]]) -> Evidence:
     """The reads a clustering step makes, all by id: the candidates' signatures, the bodies of those
-    that look close, the batch's own earlier clusters, and the heads of every cluster met."""
+    worth an exact check, the batch's own earlier clusters, and the heads of every cluster met.
+
+    An article joins a cluster when any one of the cluster's members is confirmed, so the bodies are read
+    in two rounds: for each (article, cluster), first its candidate with the closest signature; the others
+    only where that one was not confirmed. A story carried twenty times costs one body and one exact
+    check per new copy, not twenty."""
     docs = get_many(es, alias, sorted(candidates), fields=["cluster_id", "minhash", "published_at"])
-    close = sorted(m for m, doc in docs.items() if any(check.close(a, doc) for a in candidates[m]))
-    bodies = {m: str(src.get("body") or "") for m, src in get_many(es, alias, close, fields=["body"]).items()}
+    # (article, cluster) → its close candidates, closest signature first
+    close: dict[tuple[str, str], list[tuple[float, str]]] = defaultdict(list)
+    for m, doc in docs.items():
+        if not doc.get("minhash") or not doc.get("cluster_id"):
+            continue
+        theirs = _values(doc["minhash"])
+        for a in candidates[m]:
+            if check.close(a, doc, theirs):
+                close[(a, str(doc["cluster_id"]))].append((-_agreement(check.signature(a), theirs), m))
+    for ranked in close.values():
+        ranked.sort()
+    bodies: dict[str, str] = {}
+    grams: dict[str, frozenset[str]] = {}
+
+    def read(ids: set[str]) -> None:
+        for m, src in get_many(es, alias, sorted(ids - set(bodies)), fields=["body"]).items():
+            bodies[m] = str(src.get("body") or "")
+
+    read({ranked[0][1] for ranked in close.values()})
+    unconfirmed: set[str] = set()
+    for (a, _), ranked in close.items():
+        first = ranked[0][1]
+        if first in bodies:
+            if first not in grams:
+                grams[first] = shingles(bodies[first])
+            if check.same_story(a, grams[first]):
+                continue
+        unconfirmed.update(m for _, m in ranked[1:])
+    if unconfirmed:
+        read(unconfirmed)
     previous = {
         i: str(src["cluster_id"])
         for i, src in get_many(es, alias, list(check.by_id), fields=["cluster_id"]).items()
@@ -104,7 +161,7 @@ def read_evidence(es: Elasticsearch, alias: str, check: _Checker, candidates: Ma
     heads = {
         c: parse_iso(src["published_at"]) for c, src in get_many(es, alias, clusters, fields=["published_at"]).items()
     }
-    return Evidence(docs=docs, bodies=bodies, previous=previous, heads=heads)
+    return Evidence(docs=docs, bodies=bodies, previous=previous, heads=heads, grams=grams)
 
 
 def _batch_pairs(check: _Checker, found: buckets.Probe, *, threshold: float) -> list[tuple[str, str]]:
@@ -117,6 +174,14 @@ def _batch_pairs(check: _Checker, found: buckets.Probe, *, threshold: float) -> 
             shared[key].append(article_id)
     seen_pairs: set[tuple[str, str]] = set()
     pairs: list[tuple[str, str]] = []
+    # Only the components matter (``assign``): a pair already joined through others needs no check.
+    component: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while component.get(x, x) != x:
+            x = component[x]
+        return x
+
     for key, ids in shared.items():
         if len(ids) + len(found.buckets[key].members) >= buckets.CAP:
             continue
@@ -126,12 +191,14 @@ def _batch_pairs(check: _Checker, found: buckets.Probe, *, threshold: float) -> 
                 if pair in seen_pairs:
                     continue
                 seen_pairs.add(pair)
-                if not check.in_window(x, by_id[y].published_at.timestamp()):
+                if find(x) == find(y) or not check.in_window(x, by_id[y].published_at.timestamp()):
                     continue
-                if estimated_similarity(check.prints[x], check.prints[y]) < threshold - ESTIMATE_MARGIN:
+                if _agreement(check.signature(x), check.signature(y)) < threshold - ESTIMATE_MARGIN:
                     continue
                 if check.same_story(x, check.grams[y]):
                     pairs.append(pair)
+                    rx, ry = find(x), find(y)
+                    component[max(rx, ry)] = min(rx, ry)
     return pairs
 
 
@@ -156,15 +223,26 @@ def confirm_and_assign(
     """The pure half of a clustering step: confirm the candidates whose signature looks close by the
     exact similarity of their texts, then give every article its cluster (``cluster.assign``)."""
     joins: list[tuple[str, str]] = []
+    joined: set[tuple[str, str]] = set()
     cluster_heads: dict[str, datetime] = {}
+    grams = dict(evidence.grams)
     for other, doc in evidence.docs.items():
+        if other not in evidence.bodies or not doc.get("minhash"):
+            continue
+        theirs = _values(doc["minhash"])
+        cluster_id = str(doc["cluster_id"])
         for article_id in sorted(candidates[other]):
-            if not check.close(article_id, doc) or other not in evidence.bodies:
+            # One confirmed member is enough for the article to join the cluster.
+            if (article_id, cluster_id) in joined or not check.close(article_id, doc, theirs):
                 continue
-            if check.same_story(article_id, shingles(evidence.bodies[other])):
-                joins.append((article_id, str(doc["cluster_id"])))
-                # A stand-in until the head's own time is known (the candidate may be a later member).
-                cluster_heads[str(doc["cluster_id"])] = parse_iso(doc["published_at"])
+            if other not in grams:
+                grams[other] = shingles(evidence.bodies[other])
+            if check.same_story(article_id, grams[other]):
+                joins.append((article_id, cluster_id))
+                joined.add((article_id, cluster_id))
+                # A stand-in until the head's own time is known: no member is earlier than its head.
+                when = parse_iso(doc["published_at"])
+                cluster_heads[cluster_id] = min(cluster_heads.get(cluster_id, when), when)
     # An article taken again after an update stays in the cluster it had.
     joins.extend(evidence.previous.items())
     for _, cluster_id in joins:
@@ -209,7 +287,7 @@ def cluster_articles(
     joined = sum(1 for a in out if a.duplicate_of is not None)
     pending = {m: frozenset(ids) for m, ids in candidates.items() if m not in evidence.docs}
     laps.lap("assign")
-    return Clustered(articles=out, assignment=result, joined=joined, probe=found, pending=pending)
+    return Clustered(articles=out, assignment=result, joined=joined, probe=found, pending=pending, grams=check.grams)
 
 
 def file_clustered(es: Elasticsearch, alias: str, clustered: Clustered) -> tuple[Clustered, buckets.Filed]:
@@ -233,7 +311,7 @@ def reconcile(
     """Merges for copies another worker indexed while this batch was being clustered: ``late`` are the
     members met in our buckets after our look-up (``buckets.read_late``), and the candidates the look-up met
     whose article was not indexed yet. Returns {cluster id: cluster id it moves to}, usually empty."""
-    check = _Checker(clustered.articles, threshold=threshold, window_days=window_days)
+    by_id = {a.id: a for a in clustered.articles}
     filed_under: dict[str, list[str]] = defaultdict(list)
     for a in clustered.articles:
         for key in (*a.lsh_bands, buckets.text_key(a.outlet, a.content_hash)):
@@ -242,10 +320,11 @@ def reconcile(
     unresolved: dict[str, set[str]] = defaultdict(set, {m: set(ids) for m, ids in clustered.pending.items()})
     for key, members in late.items():
         for member in members:
-            if member.article_id not in check.by_id:
+            if member.article_id not in by_id:
                 unresolved[member.article_id].update(filed_under.get(key, ()))
     if not unresolved:
         return {}
+    check = _Checker(clustered.articles, threshold=threshold, window_days=window_days, grams=clustered.grams)
     docs = get_many(es, alias, sorted(unresolved), fields=["cluster_id", "minhash", "published_at", "body"])
     links: list[tuple[str, str]] = []
     heads: dict[str, datetime] = {}

@@ -40,9 +40,14 @@ class Processed:
     recovered: int = 0
     failures: list[dict[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    # Clusters whose head this batch replaced with an earlier article: their old heads are copies now.
+    repointed: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The counts (what a task returns and the log shows), without the ids of ``repointed``."""
+        out = asdict(self)
+        del out["repointed"]
+        return out
 
 
 def process(
@@ -55,11 +60,18 @@ def process(
     updated: Mapping[str, str | None],
     attempts: Mapping[str, int] | None = None,
     now: datetime | None = None,
+    recover: bool = True,
+    refresh: bool = True,
 ) -> Processed:
     """Exact dedup, near-duplicate clustering, indexing and the seen ledger for extracted articles (tags
     were set at extraction; ``profiles`` are those counted in ``tagged``). Safe to repeat: an article
     already indexed with the same text is left as it is, every write is keyed by the article's stable id.
     The indices must exist (``clustering.prepare_index``).
+
+    ``recover``: first finish the batches of writers that died (``finish_abandoned``); ``refresh``: make
+    the writes visible to searches at the end. A caller that processes one cycle in several batches does
+    the first once, before the first batch, and the second once, after the last: the batches themselves
+    read by id only, which sees every write at once.
 
     Raises:
         IndexingError: the index cannot be read or written.
@@ -67,7 +79,7 @@ def process(
     started = time.monotonic()
     now = now or datetime.now(UTC)
     alias = settings.es_index
-    result = Processed(articles_in=len(articles), recovered=finish_abandoned(settings, es, now=now))
+    result = Processed(articles_in=len(articles), recovered=finish_abandoned(settings, es, now=now) if recover else 0)
     # One article per id (two landing batches may hold the same URL): the earliest-listed feed's copy.
     unique: dict[str, Article] = {}
     for a in sorted(articles, key=lambda a: (rank.get(a.id, 1 << 62), a.fetched_at)):
@@ -96,6 +108,7 @@ def process(
     # (what was written is then "unchanged"); documents it refused for good are counted as failed.
     written.raise_if_transient("indexing articles")
     result.near_duplicates_clustered = clustered.joined
+    result.repointed = sorted(clustered.assignment.repoint)
     result.tagged = {p.id: 0 for p in profiles}
     for article in clustered.articles:
         for topic in article.topics:
@@ -112,7 +125,8 @@ def process(
     outcomes.extend(Outcome.of_article(kept[i], updated.get(i), "indexed") for i in written.ok)
     bulk_write(es, seen_actions(alias, outcomes, attempts or {}, now)).raise_if_transient("seen ledger")
     journal.close_entry(es, alias, entry)
-    index.refresh(es, alias)
+    if refresh:
+        index.refresh(es, alias)
     result.seconds = round(time.monotonic() - started, 3)
     _log.info("process.summary", **{k: v for k, v in result.to_dict().items() if k != "failures"})
     return result

@@ -81,6 +81,7 @@ __all__ = [
     "RuleFired",
     "RuleWindow",
     "RulesExplanation",
+    "SurgeRule",
     "Term",
     "WeightedExplanation",
     "explain",
@@ -98,6 +99,15 @@ SCHEMA_PATH = PROJECT_ROOT / "schemas" / "profile.schema.json"
 
 
 @dataclass(frozen=True, slots=True)
+class SurgeRule:
+    """When the profile's coverage jumps (``surge:`` in the file; these are the defaults)."""
+
+    enabled: bool = True
+    ratio: float = 3.0  # times the mean count in the same hour over the previous 7 days
+    min_articles: int = 5  # in the last hour, whatever the baseline
+
+
+@dataclass(frozen=True, slots=True)
 class Profile:
     id: str
     title: str
@@ -111,6 +121,7 @@ class Profile:
     rules: tuple[Rule, ...] = ()  # when there are rules, they score the article and ``terms`` are unused
     bias: float = 0.0  # log-odds of an article in which no rule fires
     require: tuple[str, ...] = ()  # ids of rules at least one of which must fire for a tag
+    surge: SurgeRule = SurgeRule()
 
 
 @dataclass(frozen=True, slots=True)
@@ -578,8 +589,18 @@ def _load(path: Path) -> tuple[Profile, int]:
         ),
         bias=float(scoring.get("bias", 0.0)),
         require=tuple(scoring.get("require", ())),
+        surge=_surge(data.get("surge", {})),
     )
     return profile, lines.line(("id",))
+
+
+def _surge(entry: dict[str, Any]) -> SurgeRule:
+    default = SurgeRule()
+    return SurgeRule(
+        enabled=bool(entry.get("enabled", default.enabled)),
+        ratio=float(entry.get("ratio", default.ratio)),
+        min_articles=int(entry.get("min_articles", default.min_articles)),
+    )
 
 
 @functools.cache
