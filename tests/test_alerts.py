@@ -6,9 +6,7 @@ message back."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
+from cli_runner import cli as run_cli
 from conftest import wait_until
 from elasticsearch import Elasticsearch
 from smtp_server import RecordingSmtp
@@ -33,7 +32,7 @@ from pipeline.demo.site import Resource
 from pipeline.ingest.urls import canonical_url
 from pipeline.records import FeedConfig, doc_id, iso
 from pipeline.run import run_cycle
-from pipeline.settings import PROJECT_ROOT, Settings
+from pipeline.settings import Settings
 from pipeline.store import index
 from pipeline.topics.profiles import Profile, load_profiles, match_profile
 
@@ -502,16 +501,7 @@ def test_with_no_recipient_the_stories_wait_and_the_run_says_why(
 
 
 def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("ES_", "SMTP_", "ALERT_", "DATA_DIR"))}
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", *args],
-        capture_output=True,
-        text=True,
-        env={**clean, **env},
-        cwd=PROJECT_ROOT,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
+    return run_cli(*args, env=env, timeout=120)
 
 
 def test_operators_list_sent_and_pending_alerts_and_resend_one(

@@ -4,10 +4,8 @@ without ES_URL (due feeds only, or `--all`), `search`, `feeds`, and the exit cod
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from email import message_from_bytes
@@ -15,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cli_runner import cli
 
 from pipeline.demo.server import SiteServer
 from pipeline.demo.site import FAILING_FEEDS, STALE_FEED, build_site, demo_feeds, expectations
@@ -22,23 +21,6 @@ from pipeline.settings import PROJECT_ROOT
 from pipeline.topics.profiles import load_profile
 
 INDEXED = {"indexed", "feed_fallback"}
-
-
-def cli(
-    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 240
-) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("ES_", "FEEDS_", "DATA_DIR"))}
-    # The fixture site's hanging feed should cost seconds, not the production read timeout.
-    full_env.update({"CONNECT_TIMEOUT": "2", "READ_TIMEOUT": "2"}, **(env or {}))
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        cwd=cwd or PROJECT_ROOT,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 @pytest.fixture
