@@ -23,6 +23,7 @@ from pipeline.cli.common import (
     load_profiles_checked,
     open_index,
     out,
+    read_settings,
     settings_from,
 )
 from pipeline.cli.search import when
@@ -71,7 +72,7 @@ def list_cmd(
         raise typer.BadParameter(f"--status must be one of {', '.join(STATUSES)}, not {status!r}")
     log.configure(json=as_json or None)
     try:
-        settings = settings_from(es_url=es_url, es_index=es_index, data_dir=data_dir)
+        settings = read_settings(es_url=es_url, es_index=es_index, data_dir=data_dir)
         profiles = load_profiles_checked(settings, profile_id)
         with open_index(settings) as es:
             rows = operator.list_alerts(settings, es, profiles, profile_id=profile_id, status=status, limit=limit)
@@ -121,7 +122,7 @@ def why_cmd(
     article_id = doc_id(canonical_url(article.strip())) if "://" in article else article.strip()
     log.configure(json=as_json or None)
     try:
-        settings = settings_from(es_url=es_url, es_index=es_index, data_dir=data_dir)
+        settings = read_settings(es_url=es_url, es_index=es_index, data_dir=data_dir)
         profiles = [p for p in load_profiles_checked(settings, profile_id) if profile_id in (None, p.id)]
         with open_index(settings) as es:
             answer = why(settings, es, profiles, article_id, now=datetime.now(UTC))

@@ -15,12 +15,9 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-# Typer (pinned in requirements.lock) runs commands on its own copy of click: the running command's
-# context is there, not in the click package.
-from typer._click.globals import get_current_context
-
 from pipeline.run import Progress as ProgressCallback
 from pipeline.settings import Settings
+from pipeline.store.embedded import holds_index
 from pipeline.tasks import open_index as open_index  # every command opens the index the same way
 from pipeline.topics.profiles import Profile, load_profiles
 
@@ -33,45 +30,20 @@ IndexOpt = Annotated[str | None, typer.Option("--es-index", help="Alias to searc
 DataOpt = Annotated[Path | None, typer.Option("--data-dir", help="Local state directory [env DATA_DIR].")]
 
 
-# The commands that only read the index. Right after `demo` (whose data stays in DATA_DIR/demo) they
-# find its index by themselves; with nothing to read they say what to run instead of starting an empty
-# server. Matched on the command's words, so every such command gets it through `settings_from`.
-READ_COMMANDS = frozenset(
-    {
-        ("search",),
-        ("related",),
-        ("profile", "explain"),
-        ("compare", "story"),
-        ("compare", "topic"),
-        ("alerts", "list"),
-        ("alerts", "why"),
-    }
-)
-DEMO_INDEX = "news-articles"  # the alias `demo` writes, whatever ES_INDEX says
+# The alias `demo` writes, whatever ES_INDEX says: a read command finds the demo's data under it.
+DEMO_INDEX = "news-articles"
 
 
 def settings_from(**overrides: Any) -> Settings:
-    """The environment's settings with the command's flags (None: not given) on top; for a command that
-    only reads, pointed at the demo's data when that is the only index there is (:func:`data_to_read`)."""
-    settings = Settings.from_env(os.environ, **overrides)
-    return data_to_read(settings) if _command() in READ_COMMANDS else settings
+    """The environment's settings with the command's flags (None: not given) on top."""
+    return Settings.from_env(os.environ, **overrides)
 
 
-def _command() -> tuple[str, ...]:
-    """The words of the command running now (``("alerts", "why")``); empty outside a command."""
-    context = get_current_context(silent=True)
-    words: list[str] = []
-    while context is not None and context.parent is not None:
-        words.append(context.info_name or "")
-        context = context.parent
-    return tuple(reversed(words))
-
-
-def holds_index(data_dir: Path) -> bool:
-    """Whether the embedded server has data in ``data_dir`` (``DATA_DIR/es/data``, see
-    ``pipeline.store.embedded``): saved files, or a server running on it now."""
-    data = data_dir / "es" / "data"
-    return (data / "elasticsearch.json").is_file() or (data / "noida.control.json").is_file()
+def read_settings(**overrides: Any) -> Settings:
+    """``settings_from`` for a command that only reads the index: right after ``demo`` (whose data stays
+    in ``DATA_DIR/demo``) it finds the demo's index by itself; with nothing to read it exits saying what
+    to run instead of starting an empty server (:func:`data_to_read`)."""
+    return data_to_read(settings_from(**overrides))
 
 
 def data_to_read(settings: Settings) -> Settings:

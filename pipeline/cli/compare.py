@@ -32,7 +32,7 @@ from pipeline.cli.common import (
     open_index,
     out,
     progress_bar,
-    settings_from,
+    read_settings,
 )
 from pipeline.errors import ConfigError, IndexingError, NoCoverage
 from pipeline.topics.profiles import load_profiles
@@ -71,7 +71,7 @@ def story(
     headline, what each version added to or dropped from the earliest one, and who did not carry it."""
     log.configure(json=as_json or None)
     try:
-        settings = settings_from(es_url=es_url, es_index=es_index, data_dir=data_dir)
+        settings = read_settings(es_url=es_url, es_index=es_index, data_dir=data_dir)
         with open_index(settings) as es:
             data = compare_story(es, settings.es_index, ref, window_hours=window_hours)
     except (ConfigError, IndexingError) as e:
@@ -142,7 +142,7 @@ def topic(
         raise typer.BadParameter(f"--since/--until: {e}") from None
     chosen = [o.strip() for o in outlets.split(",") if o.strip()] if outlets else None
     try:
-        settings = settings_from(es_url=es_url, es_index=es_index, data_dir=data_dir)
+        settings = read_settings(es_url=es_url, es_index=es_index, data_dir=data_dir)
         title = next((p.title for p in load_profiles(settings.profiles_dir) if p.id == profile_id), None)
         with progress_bar(not as_json) as update, open_index(settings) as es:
             data = compare_topic(

@@ -32,11 +32,11 @@ from pipeline.cli.common import (
     JsonOpt,
     err,
     fail,
-    holds_index,
     load_profiles_checked,
     open_index,
     out,
     progress_bar,
+    read_settings,
     settings_from,
 )
 from pipeline.cli.search import print_result, search_cmd
@@ -45,7 +45,7 @@ from pipeline.ingest.feeds import enabled_feeds, load_feeds
 from pipeline.records import FeedConfig
 from pipeline.run import RunSummary, run_cycle
 from pipeline.settings import DATA_DIR_FEEDS, DEMO_DIR, Settings
-from pipeline.store.embedded import stop_recorded, usable_dir
+from pipeline.store.embedded import holds_index, stop_recorded, usable_dir
 from pipeline.store.locks import held
 from pipeline.stories.cluster import prepare_index
 from pipeline.topics.retag import retag_all
@@ -296,7 +296,7 @@ def related_cmd(
     similar stories."""
     log.configure(json=as_json or None)
     try:
-        settings = settings_from(es_url=es_url, es_index=es_index, data_dir=data_dir)
+        settings = read_settings(es_url=es_url, es_index=es_index, data_dir=data_dir)
         with open_index(settings) as es:
             data = related(es, settings.es_index, article_id, similar=similar)
     except (ConfigError, IndexingError) as e:

@@ -23,6 +23,7 @@ from pipeline.cli.common import (
     open_index,
     out,
     progress_bar,
+    read_settings,
     settings_from,
 )
 from pipeline.errors import ConfigError, IndexingError
@@ -137,7 +138,7 @@ def explain_cmd(
     and the score against the thresholds."""
     log.configure(json=as_json or None)
     try:
-        settings = settings_from(es_url=es_url, es_index=es_index, data_dir=data_dir)
+        settings = read_settings(es_url=es_url, es_index=es_index, data_dir=data_dir)
         profiles = [p for p in load_profiles(settings.profiles_dir) if profile_id in (None, p.id)]
         if not profiles:
             fail(

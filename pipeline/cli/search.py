@@ -32,7 +32,7 @@ from pipeline.cli.common import (
     load_profiles_checked,
     open_index,
     out,
-    settings_from,
+    read_settings,
 )
 from pipeline.errors import ConfigError, IndexingError
 from pipeline.ingest.feeds import load_feeds
@@ -87,7 +87,7 @@ def search_cmd(
         raise typer.BadParameter(f"--since {since} is not before --until {until}")
     log.configure(json=as_json or None)
     try:
-        settings = settings_from(es_url=es_url, es_index=es_index, data_dir=data_dir)
+        settings = read_settings(es_url=es_url, es_index=es_index, data_dir=data_dir)
         if topic is not None:
             load_profiles_checked(settings, topic)
         with open_index(settings) as es:

@@ -293,3 +293,10 @@ def wait_answer(url: str, *, seconds: float) -> bool:
 
 def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def holds_index(data_dir: Path) -> bool:
+    """Whether the embedded server has data in ``data_dir`` (``DATA_DIR/es/data``): saved files, or a
+    server running on it now."""
+    data = data_dir / "es" / "data"
+    return (data / "elasticsearch.json").is_file() or (data / "noida.control.json").is_file()
