@@ -133,11 +133,14 @@ class _Workers:
         if executor is None:
             return
         if interrupted and isinstance(executor, ProcessPoolExecutor):
-            # Do not wait up to EXTRACT_TIMEOUT for pages nobody will use: stop the processes now.
+            # Do not wait up to EXTRACT_TIMEOUT for pages nobody will use: stop the processes now. SIGKILL,
+            # not SIGTERM: a worker still starting up (reading its spawn data from the pipe the pool is
+            # closing) would otherwise print an EOFError traceback on its way out; a worker holds nothing
+            # that needs cleaning up.
             processes = list((getattr(executor, "_processes", None) or {}).values())
             executor.shutdown(wait=False, cancel_futures=True)
             for process in processes:
-                process.terminate()
+                process.kill()
             for process in processes:
                 process.join(timeout=5)
             return
