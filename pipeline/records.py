@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 
@@ -32,6 +32,37 @@ def parse_iso_or_none(value: str | None) -> datetime | None:
         return parse_iso(value)
     except ValueError:
         return None
+
+
+def parse_period(text: str, *, now: datetime) -> datetime:
+    """``7d``, ``36h``, ``2w`` before ``now``.
+
+    Raises:
+        ValueError: not a number followed by h, d or w.
+    """
+    units = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
+    amount, unit = text[:-1], text[-1:].lower()
+    if unit not in units or not amount.isdigit() or int(amount) <= 0:
+        raise ValueError(f"a period is a number and h, d or w (36h, 7d, 2w), not {text!r}")
+    return now - int(amount) * units[unit]
+
+
+def parse_when(value: str, *, end: bool = False, now: datetime | None = None) -> datetime:
+    """A period back from now (``36h``, ``7d``, ``2w``), a date (``2025-10-03``) or an ISO time, in UTC. A
+    date given as an ``end`` means the end of that day (the returned time is excluded).
+
+    Raises:
+        ValueError: none of these.
+    """
+    text = value.strip()
+    if text[-1:].lower() in ("h", "d", "w") and text[:-1].isdigit():
+        return parse_period(text, now=now or datetime.now(UTC))
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{value!r} is not a date (2025-10-03), an ISO time or a period (36h, 7d, 2w)") from None
+    when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    return when + timedelta(days=1) if end and len(text) == 10 else when
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,10 +25,10 @@ from pipeline.analysis.terms import (
     distinctive_terms,
     log_odds,
 )
-from pipeline.analysis.topic import Period, compare_topic, parse_when
+from pipeline.analysis.topic import Period, compare_topic
 from pipeline.arabic.normalize import normalize_for_hash, normalize_text, word_count
 from pipeline.errors import NoCoverage
-from pipeline.records import Article
+from pipeline.records import Article, parse_when
 from pipeline.store import index
 from pipeline.store.es import bulk_write
 

@@ -23,14 +23,13 @@ from pipeline.analysis.search import (
     describe,
     known_outlets,
     parse_query,
-    parse_when,
     resolve_outlet,
     search,
 )
 from pipeline.arabic.normalize import normalize_text
 from pipeline.demo.server import SiteServer
 from pipeline.demo.site import FAILING_FEEDS, demo_feeds
-from pipeline.records import Article, FeedConfig
+from pipeline.records import Article, FeedConfig, parse_when
 from pipeline.store import index
 from pipeline.store.embedded import embedded_elasticsearch
 from pipeline.store.es import bulk_write

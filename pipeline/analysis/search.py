@@ -45,7 +45,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any, Literal
 
 from elasticsearch import Elasticsearch
@@ -55,7 +55,6 @@ from pipeline.errors import ConfigError
 from pipeline.records import FeedConfig, iso
 from pipeline.store.es import translated
 from pipeline.store.index import NORMALISED
-from pipeline.topics.evaluate import parse_period
 
 __all__ = [
     "And",
@@ -69,7 +68,6 @@ __all__ = [
     "Word",
     "compile_query",
     "parse_query",
-    "parse_when",
     "resolve_outlet",
     "search",
 ]
@@ -328,24 +326,6 @@ def has_phrase(node: Node) -> bool:
 
 
 # --- filters ---------------------------------------------------------------------------------------
-
-
-def parse_when(value: str, *, end: bool = False, now: datetime | None = None) -> datetime:
-    """A period back from now (``36h``, ``7d``, ``2w``), a date (``2025-10-03``) or an ISO time, in UTC. A
-    date given as an ``end`` means the end of that day (the returned time is excluded).
-
-    Raises:
-        ValueError: none of these.
-    """
-    text = value.strip()
-    if text[-1:].lower() in ("h", "d", "w") and text[:-1].isdigit():
-        return parse_period(text, now=now or datetime.now(UTC))
-    try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"{value!r} is not a date (2025-10-03), an ISO time or a period (36h, 7d, 2w)") from None
-    when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
-    return when + timedelta(days=1) if end and len(text) == 10 else when
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ import math
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from elasticsearch import Elasticsearch
@@ -58,7 +58,6 @@ __all__ = [
     "Totals",
     "Verdict",
     "compare_topic",
-    "parse_when",
 ]
 
 SAMPLE_PER_OUTLET = 2000  # articles per outlet read for the terms statistic, the most recent first
@@ -70,20 +69,6 @@ Z_SIGNIFICANT = 1.96
 Progress = Callable[[str, int, int], None]
 Interval = Literal["day", "week", "month"]  # the calendar unit of the counts over time
 Verdict = Literal["over", "under", "in line"]  # an outlet's topic rate against the others' (|z| >= 1.96)
-
-
-def parse_when(value: str, *, end: bool = False) -> datetime:
-    """A date (``2025-03-01``) or an ISO time, in UTC. A date given as an ``end`` is the end of that day.
-
-    Raises:
-        ValueError: not a date or an ISO time.
-    """
-    text = value.strip()
-    when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
-    if end and len(text) == 10:
-        when += timedelta(days=1)
-    return when
 
 
 def _iso(when: datetime) -> str:

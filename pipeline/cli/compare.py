@@ -20,7 +20,6 @@ from pipeline.analysis.topic import (
     TOP_TERMS,
     TopicComparison,
     compare_topic,
-    parse_when,
 )
 from pipeline.cli.common import (
     DataOpt,
@@ -35,6 +34,7 @@ from pipeline.cli.common import (
     read_settings,
 )
 from pipeline.errors import ConfigError, IndexingError, NoCoverage
+from pipeline.records import parse_when
 from pipeline.topics.profiles import load_profiles
 
 app: typer.Typer = typer.Typer(
@@ -114,7 +114,12 @@ def _print_story(data: StoryComparison) -> None:
 @app.command("topic")
 def topic(
     profile_id: Annotated[str, typer.Argument(help="A topic profile id (the articles' `topics` tag).")],
-    since: Annotated[str | None, typer.Option("--since", help="From this date (YYYY-MM-DD) or ISO time, UTC.")] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since", help="From this date (YYYY-MM-DD), ISO time (UTC) or period back from now (7d, 36h, 2w)."
+        ),
+    ] = None,
     until: Annotated[str | None, typer.Option("--until", help="To the end of this date, or this ISO time.")] = None,
     outlets: Annotated[str | None, typer.Option("--outlets", help="Only these outlets, comma-separated.")] = None,
     clusters: Annotated[int, typer.Option("--clusters", min=1, max=500, help="Largest story clusters.")] = TOP_CLUSTERS,

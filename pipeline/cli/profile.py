@@ -27,13 +27,13 @@ from pipeline.cli.common import (
     settings_from,
 )
 from pipeline.errors import ConfigError, IndexingError
+from pipeline.records import parse_period
 from pipeline.store import index
 from pipeline.topics.evaluate import (
     LabelledReport,
     dry_run,
     evaluate_profile,
     load_labelled,
-    parse_period,
 )
 from pipeline.topics.profiles import (
     Profile,

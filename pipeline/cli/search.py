@@ -18,7 +18,6 @@ from pipeline.analysis.search import (
     SearchResult,
     known_outlets,
     parse_query,
-    parse_when,
     resolve_outlet,
     search,
 )
@@ -36,7 +35,7 @@ from pipeline.cli.common import (
 )
 from pipeline.errors import ConfigError, IndexingError
 from pipeline.ingest.feeds import load_feeds
-from pipeline.records import FeedConfig, parse_iso_or_none
+from pipeline.records import FeedConfig, parse_iso_or_none, parse_when
 from pipeline.settings import Settings
 
 QUERY_HELP = (

@@ -14,7 +14,7 @@ from pipeline.errors import FeedError, FetchError, PipelineError, RateLimited, r
 from pipeline.ingest import health
 from pipeline.ingest.feeds import SkippedItem, read_feed
 from pipeline.ingest.fetch import Fetcher, Response, sendable
-from pipeline.records import FeedConfig, FeedItem, FeedState, iso
+from pipeline.records import FeedConfig, FeedItem, FeedState, iso, parse_iso_or_none
 
 _log = log.get(__name__)
 FEED_ACCEPT = "application/rss+xml, application/atom+xml, application/xml;q=0.9, text/xml;q=0.9, */*;q=0.5"
@@ -40,10 +40,6 @@ class PollResult:
 def _validator(value: str | None) -> str | None:
     # Kept only if it can be sent back: a validator in raw UTF-8 would fail every later request.
     return value if value and sendable(value) else None
-
-
-def _when(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
 
 def read_hints(headers: Mapping[str, str], content: bytes | None) -> health.Hints:
@@ -101,7 +97,7 @@ def poll_feed(fetcher: Fetcher, feed: FeedConfig, state: FeedState | None, *, no
 
 
 def _poll(fetcher: Fetcher, feed: FeedConfig, state: FeedState, *, now: datetime) -> PollResult:
-    until = _when(state.retry_after_until)
+    until = parse_iso_or_none(state.retry_after_until)
     if until and until > now:
         # The server's own request (Retry-After) outranks every schedule, `run --all` included.
         _log.info("poll.deferred", feed=feed.id, url=feed.url, until=state.retry_after_until)

@@ -21,7 +21,7 @@ import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -340,19 +340,6 @@ def dry_run(
     for rows in (result.newly_tagged, result.untagged, result.new_alerts, result.dropped_alerts):
         rows.sort(key=lambda row: (row["published_at"] or "", row["id"]), reverse=True)
     return result
-
-
-def parse_period(text: str, *, now: datetime) -> datetime:
-    """``7d``, ``36h``, ``2w`` before ``now``.
-
-    Raises:
-        ValueError: not a number followed by h, d or w.
-    """
-    units = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
-    amount, unit = text[:-1], text[-1:].lower()
-    if unit not in units or not amount.isdigit() or int(amount) <= 0:
-        raise ValueError(f"a period is a number and h, d or w (36h, 7d, 2w), not {text!r}")
-    return now - int(amount) * units[unit]
 
 
 def _iso(when: datetime) -> str:
