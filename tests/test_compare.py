@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 from elasticsearch import Elasticsearch
+from factories import make_article as factory_article
 
 from pipeline.analysis import topic as topic_module
 from pipeline.analysis.story import FirstReport, compare_story, format_lag
@@ -55,19 +56,14 @@ def make_article(
     cluster_id: str = "",
     topics: tuple[str, ...] = (),
 ) -> Article:
-    return Article(
-        url=url,
-        canonical_url=url,
+    return factory_article(
+        url,
         feed_id="fixture",
         outlet=outlet,
         title=title,
         body=body,
-        summary="",
-        author=None,
         published_at=when(published_at),
         fetched_at=when(published_at) + timedelta(minutes=5),
-        language="ar",
-        content_hash=url,
         word_count=word_count(body),
         cluster_id=cluster_id,
         topics=topics,

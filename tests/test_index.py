@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
 
 import pytest
 from elasticsearch import Elasticsearch
+from factories import make_article as factory_article
 from proxy import FaultProxy, answer
 
 from pipeline.errors import IndexingError
@@ -20,21 +20,12 @@ from pipeline.store.es import bulk_write, connect
 
 
 def make_article(n: int, outlet: str = "صوت الشام") -> Article:
-    now = datetime(2025, 10, 3, 9, 0, tzinfo=UTC)
-    return Article(
-        url=f"https://example.org/news/{n}",
-        canonical_url=f"https://example.org/news/{n}",
-        feed_id="f",
+    return factory_article(
+        f"https://example.org/news/{n}",
         outlet=outlet,
         title=f"عنوان الخبر رقم {n}",
         body=f"نص الخبر رقم {n} عن الغارات الروسية في سوريا",
-        summary="",
-        author=None,
-        published_at=now,
-        fetched_at=now,
-        language="ar",
         content_hash=f"h{n}",
-        word_count=8,
     )
 
 

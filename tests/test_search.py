@@ -16,6 +16,7 @@ import pytest
 import yaml
 from cli_runner import cli
 from elasticsearch import Elasticsearch
+from factories import make_article
 
 from pipeline.analysis.search import (
     KnownOutlet,
@@ -51,20 +52,14 @@ def article(
     topics: tuple[str, ...] = (),
 ) -> Article:
     when = T0 + timedelta(hours=hours)
-    return Article(
-        url=f"https://example.org/news/{n}",
-        canonical_url=f"https://example.org/news/{n}",
+    return make_article(
+        f"https://example.org/news/{n}",
         feed_id=feed_id,
         outlet=outlet,
         title=title,
         body=body,
-        summary="",
-        author=None,
         published_at=when,
-        fetched_at=when,
-        language="ar",
         content_hash=f"h{n}",
-        word_count=len(body.split()),
         cluster_id=cluster,
         cluster_size=1,
         topics=topics,

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 from elasticsearch import Elasticsearch
+from factories import make_article
 from smtp_server import RecordingSmtp
 from test_alerts import DESK, text_of
 
@@ -48,20 +49,14 @@ def mailing(settings: Settings, smtp: RecordingSmtp) -> Settings:
 
 def planted(profile: Profile, n: int, when: datetime, *, story: str, outlet: str, title: str = "") -> Article:
     """An article the profile tagged (under its alert threshold: no digest, only the surge is tested)."""
-    return Article(
-        url=f"https://example.org/{story}/{n}",
-        canonical_url=f"https://example.org/{story}/{n}",
+    return make_article(
+        f"https://example.org/{story}/{n}",
         feed_id=f"feed-{OUTLETS.index(outlet)}",
         outlet=outlet,
         title=title or f"خبر {story} رقم {n}",
         body="نص الخبر",
-        summary="",
-        author=None,
         published_at=when,
-        fetched_at=when,
-        language="ar",
         content_hash=f"{story}-{n}",
-        word_count=2,
         cluster_id=f"{story}",
         topics=(profile.id,),
         topic_matches=({"profile": profile.id, "score": profile.tag_threshold, "terms": []},),
