@@ -99,47 +99,44 @@ def reading_order(stories: Iterable[Story]) -> tuple[Story, ...]:
 # --- Arabic wording -----------------------------------------------------------------------------------
 
 
+def _agreeing(n: int, *, one: str, two: str, few: str, many: str, hundred: str) -> str:
+    """The form of a counted noun phrase that agrees with ``n``: ``one`` and ``two`` (dual) as they are;
+    ``few`` for 3–10, ``many`` (singular accusative) for 11–99 and ``hundred`` (singular genitive: the
+    hundred governs the noun) for 0, 100, 101, 102, 200…, each with ``{n}`` filled in. The last two
+    digits decide, as in ١٠٣ أخبار."""
+    if n == 1:
+        return one
+    if n == 2:
+        return two
+    rest = n % 100
+    form = few if 3 <= rest <= 10 else many if 11 <= rest <= 99 else hundred
+    return form.format(n=n)
+
+
 def story_count(n: int) -> str:
     """``n`` new stories, with the noun and adjective in agreement: خبر واحد جديد, خبران جديدان,
     3 أخبار جديدة, 11 خبرًا جديدًا, 100 خبر جديد."""
-    if n == 1:
-        return "خبر واحد جديد"
-    if n == 2:
-        return "خبران جديدان"
-    rest = n % 100
-    if 3 <= rest <= 10:
-        return f"{n} أخبار جديدة"
-    if 11 <= rest <= 99:
-        return f"{n} خبرًا جديدًا"
-    return f"{n} خبر جديد"  # 0, and 100, 101, 102, 200…: the hundred governs the noun
+    return _agreeing(
+        n, one="خبر واحد جديد", two="خبران جديدان", few="{n} أخبار جديدة", many="{n} خبرًا جديدًا", hundred="{n} خبر جديد"
+    )
 
 
 def article_count(n: int) -> str:
     """``n`` articles, in agreement: مقال واحد, مقالان, 3 مقالات, 11 مقالًا, 100 مقال."""
-    if n == 1:
-        return "مقال واحد"
-    if n == 2:
-        return "مقالان"
-    rest = n % 100
-    if 3 <= rest <= 10:
-        return f"{n} مقالات"
-    if 11 <= rest <= 99:
-        return f"{n} مقالًا"
-    return f"{n} مقال"
+    return _agreeing(n, one="مقال واحد", two="مقالان", few="{n} مقالات", many="{n} مقالًا", hundred="{n} مقال")
 
 
 def more_count(n: int) -> str:
     """The line that stands for the ``n`` stories over the cap: وخبر آخر, وخبران آخران, و 5 أخبار أخرى…"""
-    if n == 1:
-        return "وخبر آخر يصل في الرسالة التالية"
-    if n == 2:
-        return "وخبران آخران يصلان في الرسالة التالية"
-    rest = n % 100
-    if 3 <= rest <= 10:
-        return f"و {n} أخبار أخرى تصل في الرسالة التالية"
-    if 11 <= rest <= 99:
-        return f"و {n} خبرًا آخر تصل في الرسالة التالية"
-    return f"و {n} خبر آخر تصل في الرسالة التالية"
+    later = "في الرسالة التالية"
+    return _agreeing(
+        n,
+        one=f"وخبر آخر يصل {later}",
+        two=f"وخبران آخران يصلان {later}",
+        few=f"و {{n}} أخبار أخرى تصل {later}",
+        many=f"و {{n}} خبرًا آخر تصل {later}",
+        hundred=f"و {{n}} خبر آخر تصل {later}",
+    )
 
 
 def subject(digest: Digest) -> str:
