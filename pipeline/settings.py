@@ -16,6 +16,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The demo keeps its data in DATA_DIR/demo, with the feed list it polled: there, the default feed list.
 DEMO_DIR = "demo"
 DATA_DIR_FEEDS = "feeds.yaml"
+SEED_FEEDS = PROJECT_ROOT / "seeds" / "feeds.yaml"  # the feed list when FEEDS_FILE names none
 DEFAULT_DATA_DIR = Path("data")
 
 
@@ -123,7 +124,7 @@ class Settings:
     # How long a call waits out an unreachable or overloaded search server (backoff with jitter) before
     # the error stands: a restart or a brief network cut costs a pause, not a cycle.
     es_retry_seconds: float = 30.0
-    feeds_file: Path = PROJECT_ROOT / "seeds" / "feeds.yaml"
+    feeds_file: Path = SEED_FEEDS
     profiles_dir: Path = PROJECT_ROOT / "seeds" / "profiles"
     languages: tuple[str, ...] = ("ar",)
     smtp_url: str | None = None

@@ -341,6 +341,11 @@ def test_after_the_demo_read_commands_find_its_index_or_say_what_to_run(tmp_path
         ran = cli(*command, "--json", cwd=tmp_path)
         assert ran.returncode == 0, (command, ran.stderr)
         assert "reading the demo's index" in ran.stderr
+    # `feeds` too, with the feed list the demo polled (not the seed list).
+    feeds = cli("feeds", "--json", cwd=tmp_path)
+    assert feeds.returncode == 0 and "reading the demo's index" in feeds.stderr
+    assert [h["id"] for h in json.loads(feeds.stdout)] == [f["id"] for f in demo_feeds("x", stale=True)]
+    assert any(line.strip() == "python -m pipeline feeds" for line in demo.stdout.splitlines())
     assert not (tmp_path / "data" / "es").exists()
     # A write command never falls back on the demo's data.
     retag = cli("retag", "--json", cwd=tmp_path)

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from pipeline.run import Progress as ProgressCallback
-from pipeline.settings import Settings
+from pipeline.settings import DATA_DIR_FEEDS, SEED_FEEDS, Settings
 from pipeline.store.embedded import holds_index
 from pipeline.tasks import open_index as open_index  # every command opens the index the same way
 from pipeline.topics.profiles import Profile, load_profiles
@@ -39,17 +39,18 @@ def settings_from(**overrides: Any) -> Settings:
     return Settings.from_env(os.environ, **overrides)
 
 
-def read_settings(**overrides: Any) -> Settings:
+def read_settings(*, required: bool = True, **overrides: Any) -> Settings:
     """``settings_from`` for a command that only reads the index: right after ``demo`` (whose data stays
-    in ``DATA_DIR/demo``) it finds the demo's index by itself; with nothing to read it exits saying what
-    to run instead of starting an empty server (:func:`data_to_read`)."""
-    return data_to_read(settings_from(**overrides))
+    in ``DATA_DIR/demo``) it finds the demo's index by itself; with nothing to read, when ``required``, it
+    exits saying what to run instead of starting an empty server (:func:`data_to_read`)."""
+    return data_to_read(settings_from(**overrides), required=required)
 
 
-def data_to_read(settings: Settings) -> Settings:
+def data_to_read(settings: Settings, *, required: bool = True) -> Settings:
     """Where a read command finds the index: ``ES_URL``, else the embedded server's data in ``DATA_DIR``;
     when that holds none but ``DATA_DIR/demo`` does (the demo ran), the demo's, said on stderr in one
-    line. With no data anywhere, exits 1 saying exactly what to run."""
+    line, with the feed list the demo polled. With no data anywhere, exits 1 saying exactly what to run
+    (or, not ``required``, returns ``settings`` as they are)."""
     if settings.es_url or holds_index(settings.data_dir):
         return settings
     demo = settings.data_dir / "demo"
@@ -59,7 +60,13 @@ def data_to_read(settings: Settings) -> Settings:
             "DATA_DIR or ES_URL choose another)",
             highlight=False,
         )
+        # The demo's feed list comes with its data, unless a feed list was named.
+        feeds = demo / DATA_DIR_FEEDS
+        if settings.feeds_file == SEED_FEEDS and feeds.is_file():
+            return settings.with_(data_dir=demo, feeds_file=feeds)
         return settings.with_(data_dir=demo)
+    if not required:
+        return settings
     fail(
         f"nothing indexed in {settings.data_dir} yet: run `python -m pipeline run` (polls {settings.feeds_file}) "
         "or `python -m pipeline demo` (the bundled sample), or set ES_URL to read a cluster"

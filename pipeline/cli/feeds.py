@@ -16,7 +16,17 @@ from rich.markup import escape
 from rich.table import Table
 
 from pipeline import log
-from pipeline.cli.common import DataOpt, EsUrlOpt, IndexOpt, JsonOpt, fail, open_index, out, settings_from
+from pipeline.cli.common import (
+    DataOpt,
+    EsUrlOpt,
+    IndexOpt,
+    JsonOpt,
+    fail,
+    open_index,
+    out,
+    read_settings,
+    settings_from,
+)
 from pipeline.errors import ConfigError, FetchError, IndexingError
 from pipeline.ingest import discover, health
 from pipeline.ingest.feeds import load_feeds
@@ -53,7 +63,9 @@ def feeds(
     log.configure(json=as_json or None)
     now = datetime.now(UTC)
     try:
-        settings = settings_from(es_url=es_url, es_index=es_index, data_dir=data_dir, feeds_file=feeds_file)
+        settings = read_settings(
+            required=False, es_url=es_url, es_index=es_index, data_dir=data_dir, feeds_file=feeds_file
+        )
         configured = load_feeds(settings.feeds_file)
         with open_index(settings) as es:
             prepare_index(es, settings.es_index)

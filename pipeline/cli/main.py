@@ -273,12 +273,10 @@ def _demo(base: Settings, demo_dir: Path, *, as_json: bool) -> None:
         prefix = f"ES_INDEX={DEMO_INDEX} DATA_DIR={demo_dir} "
     if base.es_url:
         prefix = f"ES_URL= {prefix or f'DATA_DIR={demo_dir} '}"
-    # The feed list follows DATA_DIR (the demo keeps its own there): name it.
-    feeds_prefix = f"{'ES_URL= ' if base.es_url else ''}DATA_DIR={demo_dir} "
     out.print(
         f"\nThe demo index stays in {demo_dir}. Search it again, and see its feeds' health, with:\n"
         f"  {prefix}python -m pipeline search '\"حزب الله\" OR سليماني' --cluster\n"
-        f"  {feeds_prefix}python -m pipeline feeds",
+        f"  {prefix}python -m pipeline feeds",
         highlight=False,
     )
 
