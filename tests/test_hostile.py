@@ -472,13 +472,16 @@ def test_validators_in_raw_utf8_do_not_break_the_next_poll(hostile: HostileSite)
 # --- feed content: odd links, duplicate guids, absurd dates, HTML for feeds ---------------------
 
 
-def test_a_corrupt_health_record_fails_its_feed_and_does_not_raise(hostile: HostileSite) -> None:
+def test_a_corrupt_health_record_is_read_as_absent_and_replaced(hostile: HostileSite) -> None:
+    # An unreadable Retry-After time must neither raise nor fail the feed on every later poll (it would
+    # go dead over a bad field): it is read as no wait, the feed is polled, and its record rewritten.
     feed = feed_config(hostile, "/feeds/good.xml")
     corrupt = FeedState(feed_id=feed.id, url=feed.url, retry_after_until="after the holidays", consecutive_failures=2)
     with Fetcher(fast()) as fetcher:
         result = poll_feed(fetcher, feed, corrupt, now=NOW)
-    assert result.outcome == "failed" and result.error and "ValueError" in result.error
-    assert result.state.consecutive_failures == 3
+    assert result.outcome == "ok", result.error
+    assert result.state.retry_after_until is None and result.state.consecutive_failures == 0
+    assert hostile.count("/feeds/good.xml") == 1
 
 
 def test_odd_item_links_are_skipped_with_a_reason(hostile: HostileSite) -> None:
