@@ -310,13 +310,14 @@ def render_html(digest: Digest, *, generated_at: datetime) -> str:
 # --- the message ------------------------------------------------------------------------------------
 
 
-def build_message(
-    digest: Digest, *, sender: str, recipients: tuple[str, ...], message_id: str, date: datetime
+def _alert_message(
+    subject_line: str, *, sender: str, recipients: tuple[str, ...], message_id: str, date: datetime, profile_id: str
 ) -> EmailMessage:
-    """The email: text and HTML alternatives, UTF-8, headers encoded for SMTP (RFC 2047 for the
-    Arabic subject and names), marked auto-generated so vacation responders stay quiet."""
+    """An analysts' email with its headers and no body yet: the digest and the surge email share them
+    (encoded for SMTP, RFC 2047 for the Arabic subject and names; marked auto-generated so vacation
+    responders stay quiet)."""
     message = EmailMessage(policy=SMTP_POLICY)
-    message["Subject"] = subject(digest)
+    message["Subject"] = subject_line
     message["From"] = sender
     message["To"] = ", ".join(recipients)
     message["Date"] = format_datetime(date.astimezone(UTC))
@@ -324,7 +325,19 @@ def build_message(
     message["Auto-Submitted"] = "auto-generated"
     message["X-Auto-Response-Suppress"] = "All"
     message["Content-Language"] = "ar"
-    message["X-Alert-Profile"] = digest.profile_id
+    message["X-Alert-Profile"] = profile_id
+    return message
+
+
+def build_message(
+    digest: Digest, *, sender: str, recipients: tuple[str, ...], message_id: str, date: datetime
+) -> EmailMessage:
+    """The email: text and HTML alternatives, UTF-8, headers encoded for SMTP (RFC 2047 for the
+    Arabic subject and names), marked auto-generated so vacation responders stay quiet."""
+    message = _alert_message(
+        subject(digest), sender=sender, recipients=recipients, message_id=message_id, date=date,
+        profile_id=digest.profile_id,
+    )  # fmt: skip
     # base64: Arabic text is all non-ASCII, where quoted-printable triples the size.
     message.set_content(render_text(digest, generated_at=date), cte="base64")
     message.add_alternative(render_html(digest, generated_at=date), subtype="html", cte="base64")
@@ -460,16 +473,10 @@ def build_surge_message(
     report: SurgeReport, *, sender: str, recipients: tuple[str, ...], message_id: str, date: datetime
 ) -> EmailMessage:
     """The surge email, with the digest's headers (:func:`build_message`)."""
-    message = EmailMessage(policy=SMTP_POLICY)
-    message["Subject"] = surge_subject(report)
-    message["From"] = sender
-    message["To"] = ", ".join(recipients)
-    message["Date"] = format_datetime(date.astimezone(UTC))
-    message["Message-ID"] = message_id
-    message["Auto-Submitted"] = "auto-generated"
-    message["X-Auto-Response-Suppress"] = "All"
-    message["Content-Language"] = "ar"
-    message["X-Alert-Profile"] = report.profile_id
+    message = _alert_message(
+        surge_subject(report), sender=sender, recipients=recipients, message_id=message_id, date=date,
+        profile_id=report.profile_id,
+    )  # fmt: skip
     message["X-Alert-Kind"] = "surge"
     message.set_content(render_surge_text(report), cte="base64")
     message.add_alternative(render_surge_html(report), subtype="html", cte="base64")
