@@ -29,9 +29,6 @@ Exactly once
 from __future__ import annotations
 
 import hashlib
-import os
-import socket
-import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -51,6 +48,7 @@ from pipeline.alerts.ledger import (
     delete_claims,
     mark_sent,
     new_message_id,
+    new_owner,
     refresh_ledger,
 )
 from pipeline.errors import AlertError, MailServerUnreachable
@@ -151,7 +149,7 @@ def run_incidents(
     ledger = index.Names(alias).incidents
     _drop_stale_claims(es, alias, ledger, cutoff=now - claim_ttl(settings))
     open_incidents = _open_incidents(es, alias, ledger, [f.id for f in feeds])
-    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    owner = new_owner()
     wanted: list[Incident] = []
     for feed in feeds:
         state = states.get(feed.id)

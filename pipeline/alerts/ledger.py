@@ -38,6 +38,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
+import socket
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -249,6 +251,12 @@ class Lease:
     doc_id: str
     seq_no: int
     primary_term: int
+
+
+def new_owner() -> str:
+    """Who holds a lease or claim: this host, this process, and a token of this run (one process can
+    run the alerts twice)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def take_lease(

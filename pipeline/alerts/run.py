@@ -52,9 +52,6 @@ Failures
 
 from __future__ import annotations
 
-import os
-import socket
-import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -78,6 +75,7 @@ from pipeline.alerts.ledger import (
     ensure_ledger,
     mark_sent,
     new_message_id,
+    new_owner,
     release_lease,
     renew_lease,
     take_lease,
@@ -179,7 +177,7 @@ def run_alerts(
     alias = settings.es_index
     ensure_ledger(es, alias)
     run = AlertRun()
-    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    owner = new_owner()
     server_down: str | None = None
     for profile in profiles:
         recipients = recipients_for(profile, settings)

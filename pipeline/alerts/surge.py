@@ -26,9 +26,6 @@ Exactly once
 
 from __future__ import annotations
 
-import os
-import socket
-import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -48,6 +45,7 @@ from pipeline.alerts.ledger import (
     drop_stale_claims,
     ensure_ledger,
     new_message_id,
+    new_owner,
     refresh_ledger,
     release_lease,
     take_lease,
@@ -213,7 +211,7 @@ def run_surges(
     alias = settings.es_index
     ensure_ledger(es, alias)
     run = SurgeRun()
-    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    owner = new_owner()
     watched = [p for p in profiles if p.surge.enabled]
     measured = measure_all(es, alias, watched, now=now) if watched else {}
     for profile in watched:
