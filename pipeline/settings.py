@@ -16,6 +16,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The demo keeps its data in DATA_DIR/demo, with the feed list it polled: there, the default feed list.
 DEMO_DIR = "demo"
 DATA_DIR_FEEDS = "feeds.yaml"
+DEFAULT_INDEX = "news-articles"  # the alias when ES_INDEX names none (the Kibana objects are written for it)
 SEED_FEEDS = PROJECT_ROOT / "seeds" / "feeds.yaml"  # the feed list when FEEDS_FILE names none
 DEFAULT_DATA_DIR = Path("data")
 
@@ -118,7 +119,7 @@ class Settings:
     es_api_key: str | None = None
     es_user: str | None = None
     es_password: str | None = None
-    es_index: str = "news-articles"
+    es_index: str = DEFAULT_INDEX
     # Seconds for one request; the embedded server scans on every search, so large indices need long ones.
     es_timeout: float = 120.0
     # How long a call waits out an unreachable or overloaded search server (backoff with jitter) before

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from pipeline.run import Progress as ProgressCallback
-from pipeline.settings import DATA_DIR_FEEDS, SEED_FEEDS, Settings
+from pipeline.settings import DATA_DIR_FEEDS, DEFAULT_INDEX, SEED_FEEDS, Settings
 from pipeline.store.embedded import holds_index
 from pipeline.tasks import open_index as open_index  # every command opens the index the same way
 from pipeline.topics.profiles import Profile, load_profiles
@@ -31,7 +31,7 @@ DataOpt = Annotated[Path | None, typer.Option("--data-dir", help="Local state di
 
 
 # The alias `demo` writes, whatever ES_INDEX says: a read command finds the demo's data under it.
-DEMO_INDEX = "news-articles"
+DEMO_INDEX = DEFAULT_INDEX
 
 
 def settings_from(**overrides: Any) -> Settings:

@@ -23,14 +23,14 @@ from elasticsearch import Elasticsearch
 
 from pipeline import log
 from pipeline.errors import ConfigError, KibanaError
-from pipeline.settings import Settings
+from pipeline.settings import DEFAULT_INDEX, Settings
 from pipeline.store import index
 from pipeline.store.es import translated
 from pipeline.stories.cluster import prepare_index
 
 KIBANA_OBJECTS = index.SCHEMAS / "kibana"
 # The alias the saved objects' data views are written for; another ES_INDEX gets them rewritten.
-DEFAULT_ALIAS = "news-articles"
+DEFAULT_ALIAS = DEFAULT_INDEX
 PIPELINE_ROLE = "news_pipeline"
 _log = log.get(__name__)
 
