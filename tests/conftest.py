@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from elasticsearch import Elasticsearch
+from smtp_server import RecordingSmtp
 
 from pipeline.demo.server import SiteServer
 from pipeline.demo.site import build_site
@@ -97,3 +98,10 @@ def gate() -> Iterator[threading.Event]:
     event = threading.Event()
     yield event
     event.set()
+
+
+@pytest.fixture
+def smtp() -> Iterator[RecordingSmtp]:
+    """A real SMTP server on 127.0.0.1 that records every message (``tests/smtp_server.py``)."""
+    with RecordingSmtp() as server:
+        yield server

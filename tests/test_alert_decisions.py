@@ -6,7 +6,6 @@ server, and every tagged article's decision read back from the ledger, through `
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,12 +31,6 @@ ON_TOPIC = [k for k in FIXTURE["stories"] if k != "soleimani-moscow-sharq"]
 @pytest.fixture
 def newsroom(site: SiteServer) -> Newsroom:
     return Newsroom(site)
-
-
-@pytest.fixture
-def smtp() -> Iterator[RecordingSmtp]:
-    with RecordingSmtp() as server:
-        yield server
 
 
 @pytest.fixture

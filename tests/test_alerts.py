@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -119,12 +118,6 @@ class Newsroom:
 @pytest.fixture
 def newsroom(site: SiteServer) -> Newsroom:
     return Newsroom(site)
-
-
-@pytest.fixture
-def smtp() -> Iterator[RecordingSmtp]:
-    with RecordingSmtp() as server:
-        yield server
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ TLS, AUTH, refusals and a server that is down; and the ``.eml`` outbox."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
@@ -47,12 +46,6 @@ def message(*recipients: str) -> EmailMessage:
         message_id="<m.1@example.org>",
         date=NOW,
     )
-
-
-@pytest.fixture
-def smtp() -> Iterator[RecordingSmtp]:
-    with RecordingSmtp() as server:
-        yield server
 
 
 @pytest.fixture

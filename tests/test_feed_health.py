@@ -4,7 +4,7 @@ then full cycles against feeds on a loopback site, the embedded index and a real
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -161,12 +161,6 @@ def publish(site: SiteServer, path: str, dates: Sequence[datetime], *, status: i
         site.resources[f"/story/{d:%Y%m%d%H%M}"] = Resource(
             200, {"Content-Type": "text/html; charset=utf-8"}, PAGE.format(n=f"{d:%Y%m%d%H%M}").encode()
         )
-
-
-@pytest.fixture
-def smtp() -> Iterator[RecordingSmtp]:
-    with RecordingSmtp() as server:
-        yield server
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ down once on the way."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,12 +27,6 @@ from pipeline.store.es import bulk_write
 from pipeline.topics.profiles import Profile, SurgeRule, load_profile, load_profiles
 
 OUTLETS = ["الشام الجديد", "بوابة النيل", "صحيفة الواحة", "المنارة المغاربية"]
-
-
-@pytest.fixture
-def smtp() -> Iterator[RecordingSmtp]:
-    with RecordingSmtp() as server:
-        yield server
 
 
 @pytest.fixture
